@@ -1,1 +1,38 @@
-fn main() {}
+//! Project automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask ci`: the one test command (fmt, clippy, the core alone and for wasm32, all tests).
+//! - `cargo xtask demo`: starts dsql-local and runs every example through it.
+//! - `cargo xtask bench`: criterion benches beside their anchors; writes BENCHMARKS.md.
+
+mod bench;
+mod ci;
+mod demo;
+mod util;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <ci | demo | bench [--quick]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&args[1..]),
+        Some("demo") => demo::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The typed client for Cloudflare's Hyperdrive configs API: lenient envelope parsing, paginated
+//! listing, and retries with backoff and jitter where a retry can help.
+
+use std::time::{Duration, Instant};
+
+use dsql_auth_core::RetryPolicy;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiMessage, Error, ErrorKind, Result};
+use crate::model::{ConfigEdit, HyperdriveConfig, NewConfig};
+use crate::secret::Secret;
+
+/// Cloudflare's API base.
+pub const DEFAULT_API_BASE: &str = "https://api.cloudflare.com/client/v4";
+
+/// The retry schedule used unless [`ClientBuilder::retry_policy`] sets another: 5 attempts,
+/// 0.5 s doubling to at most 30 s, with full jitter, within 3 minutes.
+pub fn default_retry_policy() -> RetryPolicy {
+    let mut policy = RetryPolicy::connect();
+    policy.max_attempts = 5;
+    policy.initial_backoff = Duration::from_millis(500);
+    policy.max_backoff = Duration::from_secs(30);
+    policy.multiplier = 2.0;
+    policy.max_elapsed = Some(Duration::from_secs(180));
+    policy
+}
+
+/// A client for one account's Hyperdrive configurations.
+///
+/// `Debug` shows the API base and account, never the API token.
+#[derive(Clone)]
+pub struct HyperdriveClient {
+    http: reqwest::Client,
+    base: String,
+    account_id: String,
+    token: Secret,
+    retry: RetryPolicy,
+    per_page: u32,
+    max_pages: u32,
+}
+
+impl std::fmt::Debug for HyperdriveClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperdriveClient")
+            .field("base", &self.base)
+            .field("account_id", &self.account_id)
+            .field("token", &self.token)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`HyperdriveClient`].
+#[derive(Debug)]
+#[must_use]
+pub struct ClientBuilder {
+    account_id: String,
+    token: Secret,
+    base: String,
+    retry: RetryPolicy,
+    per_page: u32,
+    max_pages: u32,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// The API base URL (default [`DEFAULT_API_BASE`]); `http` is accepted for local fakes.
+    pub fn api_base(mut self, base: impl Into<String>) -> Self {
+        self.base = base.into();
+        self
+    }
+
+    /// The retry schedule for 429, 5xx and Hyperdrive codes 2010, 2011 and 2015.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Page size for listing (default 20; the server may send fewer).
+    pub fn per_page(mut self, per_page: u32) -> Self {
+        self.per_page = per_page;
+        self
+    }
+
+    /// The most pages a listing reads before giving up (default 100).
+    pub fn max_pages(mut self, max_pages: u32) -> Self {
+        self.max_pages = max_pages;
+        self
+    }
+
+    /// Timeout of each HTTP request (default 60 s; Hyperdrive test-connects during writes).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the settings and builds the client.
+    pub fn build(self) -> Result<HyperdriveClient> {
+        check_id("account id", &self.account_id)?;
+        if self.token.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "the Cloudflare API token is empty: set CLOUDFLARE_API_TOKEN or api_token_file",
+            ));
+        }
+        let base = self.base.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&base) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "the API base {base:?} is not an http(s) URL; use e.g. {DEFAULT_API_BASE}"
+                    ),
+                ));
+            }
+        }
+        if !(1..=1000).contains(&self.per_page) || self.max_pages == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "per_page must be 1..=1000 and max_pages at least 1",
+            ));
+        }
+        // reqwest is built without a default crypto provider: install aws-lc-rs, the one the
+        // workspace uses, unless the process already chose one.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .user_agent(concat!("dsql-hyperdrive/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                Error::new(ErrorKind::Transport, format!("cannot build the HTTP client: {e}"))
+                    .with_source(e)
+            })?;
+        Ok(HyperdriveClient {
+            http,
+            base,
+            account_id: self.account_id,
+            token: self.token,
+            retry: self.retry,
+            per_page: self.per_page,
+            max_pages: self.max_pages,
+        })
+    }
+}
+
+/// Ids go into URL paths: accept only the characters Cloudflare ids use.
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("the {what} {id:?} is not a Cloudflare id (letters, digits, '-' and '_' only)"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    success: Option<bool>,
+    #[serde(default)]
+    errors: Option<Vec<ApiMessage>>,
+    #[serde(default)]
+    result: Option<serde_json::Value>,
+    #[serde(default)]
+    result_info: Option<ResultInfo>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ResultInfo {
+    #[serde(default)]
+    page: Option<u64>,
+    #[serde(default)]
+    per_page: Option<u64>,
+    #[serde(default)]
+    total_count: Option<u64>,
+}
+
+impl HyperdriveClient {
+    /// A client for `account_id` at Cloudflare's API with default settings.
+    pub fn new(account_id: impl Into<String>, api_token: impl Into<Secret>) -> Result<Self> {
+        Self::builder(account_id, api_token).build()
+    }
+
+    /// A builder for `account_id`, authenticating with `api_token` (needs "Hyperdrive Write").
+    pub fn builder(account_id: impl Into<String>, api_token: impl Into<Secret>) -> ClientBuilder {
+        ClientBuilder {
+            account_id: account_id.into(),
+            token: api_token.into(),
+            base: DEFAULT_API_BASE.to_owned(),
+            retry: default_retry_policy(),
+            per_page: 20,
+            max_pages: 100,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The account this client works on.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// The API base URL in use.
+    pub fn api_base(&self) -> &str {
+        &self.base
+    }
+
+    fn configs_url(&self) -> String {
+        format!("{}/accounts/{}/hyperdrive/configs", self.base, self.account_id)
+    }
+
+    /// Every configuration of the account, following pagination.
+    pub async fn list_configs(&self) -> Result<Vec<HyperdriveConfig>> {
+        let mut all = Vec::new();
+        for page in 1..=self.max_pages {
+            let query = [("page", page.to_string()), ("per_page", self.per_page.to_string())];
+            let env = self
+                .send(Method::GET, &self.configs_url(), &query, None, "list Hyperdrive configurations")
+                .await?;
+            let items: Vec<HyperdriveConfig> = match env.result {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(v) => parse_result(v, "list Hyperdrive configurations")?,
+            };
+            let got = items.len() as u64;
+            all.extend(items);
+            // Older servers send everything at once, without result_info.
+            let Some(info) = env.result_info else { return Ok(all) };
+            if got == 0 {
+                return Ok(all);
+            }
+            let per_page = info.per_page.unwrap_or(u64::from(self.per_page)).max(1);
+            let page_no = info.page.unwrap_or(u64::from(page));
+            match info.total_count {
+                Some(total) if page_no * per_page >= total => return Ok(all),
+                // Without a total, a short page is the last one.
+                None if got < per_page => return Ok(all),
+                _ => {}
+            }
+        }
+        Err(Error::new(
+            ErrorKind::InvalidResponse,
+            format!(
+                "listing Hyperdrive configurations did not end within {} pages of {}; raise max_pages",
+                self.max_pages, self.per_page
+            ),
+        ))
+    }
+
+    /// The configuration named `name`, if one exists. Two or more with that name is an error
+    /// ([`ErrorKind::DuplicateName`]): which one to rotate would be a guess.
+    pub async fn find_by_name(&self, name: &str) -> Result<Option<HyperdriveConfig>> {
+        let mut matches: Vec<HyperdriveConfig> =
+            self.list_configs().await?.into_iter().filter(|c| c.name == name).collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => Ok(matches.pop()),
+            _ => {
+                let ids: Vec<&str> = matches.iter().map(|c| c.id.as_str()).collect();
+                Err(Error::new(
+                    ErrorKind::DuplicateName,
+                    format!(
+                        "{} Hyperdrive configurations are named {name:?} (ids {}); rename or delete all but one",
+                        ids.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// One configuration by id.
+    pub async fn get_config(&self, id: &str) -> Result<HyperdriveConfig> {
+        check_id("configuration id", id)?;
+        let url = format!("{}/{id}", self.configs_url());
+        let what = format!("get Hyperdrive configuration {id}");
+        let env = self.send(Method::GET, &url, &[], None, &what).await?;
+        required_result(env, &what)
+    }
+
+    /// Creates a configuration (Hyperdrive test-connects to the origin first).
+    pub async fn create_config(&self, config: &NewConfig) -> Result<HyperdriveConfig> {
+        let body = to_body(config)?;
+        let what = format!("create Hyperdrive configuration {:?}", config.name);
+        let env = self.send(Method::POST, &self.configs_url(), &[], Some(body), &what).await?;
+        required_result(env, &what)
+    }
+
+    /// Edits a configuration with PATCH: only the fields set in `edit` change.
+    pub async fn edit_config(&self, id: &str, edit: &ConfigEdit) -> Result<HyperdriveConfig> {
+        check_id("configuration id", id)?;
+        let body = to_body(edit)?;
+        let url = format!("{}/{id}", self.configs_url());
+        let what = format!("update Hyperdrive configuration {id}");
+        let env = self.send(Method::PATCH, &url, &[], Some(body), &what).await?;
+        required_result(env, &what)
+    }
+
+    /// Replaces the origin password and nothing else: PATCH `{"origin":{"password":...}}`.
+    pub async fn rotate_password(&self, id: &str, password: Secret) -> Result<HyperdriveConfig> {
+        self.edit_config(id, &ConfigEdit::password(password)).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+        what: &str,
+    ) -> Result<Envelope> {
+        let started = Instant::now();
+        let mut attempts: u32 = 0;
+        loop {
+            attempts += 1;
+            let error = match self.attempt(method.clone(), url, query, body.as_ref(), what).await {
+                Ok(env) => return Ok(env),
+                Err(e) => e,
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            let Some(mut delay) =
+                self.retry.next_delay(attempts, started.elapsed(), rand::random::<f64>())
+            else {
+                return Err(error);
+            };
+            if let Some(asked) = error.retry_after().filter(|a| *a > delay) {
+                // Honour retry-after, unless waiting that long would overrun the time budget.
+                if self.retry.max_elapsed.is_some_and(|max| started.elapsed() + asked > max) {
+                    return Err(error);
+                }
+                delay = asked;
+            }
+            tracing::info!(%what, attempt = attempts, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<Envelope> {
+        tracing::debug!(%method, %url, "Hyperdrive API request");
+        let mut request = self.http.request(method, url).bearer_auth(self.token.expose());
+        if !query.is_empty() {
+            request = request.query(query);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| transport(what, e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response.text().await.map_err(|e| transport(what, e))?;
+        let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
+        let ok_status = (200..300).contains(&status);
+        match envelope {
+            Some(env) if ok_status && env.success != Some(false) => Ok(env),
+            Some(env) => {
+                Err(Error::from_api(what, status, env.errors.unwrap_or_default(), retry_after))
+            }
+            // A body that is not an envelope: the status alone decides (proxies answer 502 in HTML).
+            None if !ok_status => Err(Error::from_api(what, status, Vec::new(), retry_after)),
+            None => Err(Error::new(
+                ErrorKind::InvalidResponse,
+                format!("{what}: the answer (HTTP {status}) is not a Cloudflare API envelope; check the API base URL"),
+            )),
+        }
+    }
+}
+
+fn transport(what: &str, e: reqwest::Error) -> Error {
+    // reqwest's message names the URL (base and account id), never the Authorization header.
+    Error::new(ErrorKind::Transport, format!("{what}: the request failed: {e}")).with_source(e)
+}
+
+fn to_body(value: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| {
+        Error::new(ErrorKind::InvalidArgument, format!("cannot encode the request body: {e}"))
+    })
+}
+
+fn parse_result<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::new(ErrorKind::InvalidResponse, format!("{what}: unexpected result shape: {e}"))
+    })
+}
+
+fn required_result(env: Envelope, what: &str) -> Result<HyperdriveConfig> {
+    match env.result {
+        Some(v) if !v.is_null() => parse_result(v, what),
+        _ => Err(Error::new(
+            ErrorKind::InvalidResponse,
+            format!("{what}: the answer reported success but held no configuration"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_token() {
+        let c = HyperdriveClient::new("acc123", "very-secret-api-token").unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let e = HyperdriveClient::new("acc/../x", "t").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = HyperdriveClient::builder("acc", "t").api_base("ftp://x").build().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        let e = HyperdriveClient::new("acc", "").unwrap_err();
+        assert!(e.to_string().contains("CLOUDFLARE_API_TOKEN"));
+    }
+}

@@ -1,0 +1,380 @@
+//! [`Config`]: a DSQL connection configuration, from a connection string or a builder.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dsql_auth_core::{
+    Action, AuthToken, ConnectOptions, Endpoint, RetryPolicy, SigningParams, SslMode, SslNegotiation, TokenProvider,
+};
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, ErrorKind};
+use crate::tls::MakeDsqlTls;
+
+/// The `application_name` sent when the user sets none, so DSQL sessions opened through this
+/// crate can be told apart.
+pub const DEFAULT_APPLICATION_NAME: &str = "dsql-tokio-postgres";
+
+/// Everything needed to open DSQL connections: the endpoint, the tokio-postgres settings, the
+/// TLS configuration (built once), a token provider and the connect retry policy.
+///
+/// Cheap to clone; clones share the token provider (and so its token cache).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), dsql_tokio_postgres::Error> {
+/// use dsql_tokio_postgres::Config;
+/// // From a connection string (URL or libpq key=value), credentials from the AWS default chain:
+/// let config: Config = "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres".parse()?;
+/// // Or with the builder:
+/// let config = Config::builder("abcdefghijklmnopqrstuvwxyz")
+///     .region("us-east-1")
+///     .user("app_user")
+///     .application_name("orders-service")
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    options: ConnectOptions,
+    endpoint: Endpoint,
+    signing: SigningParams,
+    pg: tokio_postgres::Config,
+    tls: MakeDsqlTls,
+    provider: Arc<OnceCell<TokenProvider>>,
+    connect_retry: RetryPolicy,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Nothing here is secret: the template holds no password, the provider hides its credentials.
+        f.debug_struct("Config")
+            .field("endpoint", &self.endpoint)
+            .field("signing", &self.signing)
+            .field("pg", &self.pg)
+            .field("tls", &self.tls)
+            .field("provider", &self.provider.get())
+            .field("connect_retry", &self.connect_retry)
+            .finish()
+    }
+}
+
+impl FromStr for Config {
+    type Err = Error;
+
+    /// Parses a DSQL connection string (see [`ConnectOptions`]); credentials come from the AWS
+    /// default chain (profile from the string) unless [`Config::with_token_provider`] is used.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let options: ConnectOptions = s.parse().map_err(Error::from_core)?;
+        Config::new(options)
+    }
+}
+
+impl Config {
+    /// A configuration from parsed connection options. Validates everything that can be
+    /// validated without the network: endpoint and region, signing parameters, `hostaddr`,
+    /// the TLS setup (including reading `sslrootcert`).
+    pub fn new(options: ConnectOptions) -> Result<Self, Error> {
+        let endpoint = options.endpoint().map_err(Error::from_core)?;
+        Self::with_endpoint(options, endpoint)
+    }
+
+    /// Parses a connection string, taking values it leaves out from the environment
+    /// (`PGHOST`, `PGUSER`, `PGPORT`, `PGDATABASE`, `AWS_REGION`, as [`ConnectOptions`] documents).
+    pub fn from_env_and_str(s: &str) -> Result<Self, Error> {
+        let options = ConnectOptions::parse_with_env(s, |key| std::env::var(key).ok()).map_err(Error::from_core)?;
+        Config::new(options)
+    }
+
+    /// A builder for `host`: a DSQL hostname, a bare cluster id (with `region`), or a custom host
+    /// such as a PrivateLink endpoint or a proxy (with `region`, and `cluster_id` if it is not a
+    /// DSQL hostname).
+    pub fn builder(host: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder { options: ConnectOptions::new(host.into()), provider: None, connect_retry: None }
+    }
+
+    fn with_endpoint(options: ConnectOptions, endpoint: Endpoint) -> Result<Self, Error> {
+        let signing = SigningParams::new(endpoint.sign_host(), endpoint.region(), options.action())
+            .and_then(|p| p.with_expires_in(options.token_duration))
+            .map_err(Error::from_core)?;
+
+        if endpoint.needs_cluster_id_option() && options.sslmode == SslMode::VerifyFull {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "sslmode=verify-full cannot check host {} when connecting through it for cluster {}: \
+                     the certificate does not name that host. Use sslmode=verify-ca (the chain is still \
+                     verified) or connect with the cluster's DSQL hostname",
+                    endpoint.connect_host(),
+                    endpoint.sign_host()
+                ),
+            ));
+        }
+
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(endpoint.connect_host())
+            .port(endpoint.port())
+            .user(&options.user)
+            .dbname(&options.dbname)
+            .application_name(options.application_name.as_deref().unwrap_or(DEFAULT_APPLICATION_NAME))
+            // TLS is always on; how the certificate is checked is the TLS connector's job.
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .ssl_negotiation(match options.sslnegotiation {
+                SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
+                _ => tokio_postgres::config::SslNegotiation::Postgres,
+            });
+        if let Some(addr) = &options.hostaddr {
+            let ip: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("hostaddr {addr:?} is not an IP address: give a numeric IPv4 or IPv6 address (libpq semantics), or leave it out to resolve host"),
+                )
+            })?;
+            pg.hostaddr(ip);
+        }
+        if let Some(timeout) = options.connect_timeout {
+            pg.connect_timeout(timeout);
+        }
+        let mut startup_options = options.options.clone().unwrap_or_default();
+        if endpoint.needs_cluster_id_option() {
+            let Some(cluster_id) = endpoint.cluster_id() else {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "connecting to {} while signing for {} needs the cluster id: set cluster_id",
+                        endpoint.connect_host(),
+                        endpoint.sign_host()
+                    ),
+                ));
+            };
+            if !startup_options.is_empty() {
+                startup_options.push(' ');
+            }
+            startup_options.push_str("-c amzn-cluster-id=");
+            startup_options.push_str(cluster_id);
+        }
+        if !startup_options.is_empty() {
+            pg.options(startup_options);
+        }
+
+        let tls = MakeDsqlTls::new(options.sslmode, options.sslnegotiation, options.sslrootcert.as_deref())?;
+
+        Ok(Self {
+            options,
+            endpoint,
+            signing,
+            pg,
+            tls,
+            provider: Arc::new(OnceCell::new()),
+            connect_retry: RetryPolicy::connect(),
+        })
+    }
+
+    /// Uses `provider` for tokens instead of the AWS default chain. Share one provider between
+    /// configurations to share its token cache.
+    pub fn with_token_provider(mut self, provider: TokenProvider) -> Self {
+        self.provider = Arc::new(OnceCell::new_with(Some(provider)));
+        self
+    }
+
+    /// Replaces the retry policy for connect refusals (53400 rate exceeded, 53300 too many
+    /// connections). Default: [`RetryPolicy::connect`].
+    pub fn with_connect_retry(mut self, policy: RetryPolicy) -> Self {
+        self.connect_retry = policy;
+        self
+    }
+
+    /// The connection options this configuration was built from.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// The endpoint: host to connect to, host to sign for, region, port.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// What each token is signed for (host, region, action, lifetime).
+    pub fn signing_params(&self) -> &SigningParams {
+        &self.signing
+    }
+
+    /// The TLS connector (built once, cheap to clone).
+    pub fn tls(&self) -> &MakeDsqlTls {
+        &self.tls
+    }
+
+    /// The tokio-postgres settings, without a password. [`connect`](crate::connect) clones
+    /// this and sets a fresh token as the password.
+    pub fn pg_config(&self) -> &tokio_postgres::Config {
+        &self.pg
+    }
+
+    /// The retry policy for connect refusals.
+    pub fn connect_retry(&self) -> &RetryPolicy {
+        &self.connect_retry
+    }
+
+    /// The token provider: the one given with [`Config::with_token_provider`], else the AWS
+    /// default chain (with the configured profile), resolved on first use and then shared.
+    pub async fn token_provider(&self) -> Result<&TokenProvider, Error> {
+        self.provider.get_or_try_init(|| default_provider(self.options.profile.clone())).await
+    }
+
+    /// A token for this configuration, from the provider's cache when still fresh.
+    pub async fn token(&self) -> Result<AuthToken, Error> {
+        self.token_provider().await?.token(&self.signing).await.map_err(Error::from_core)
+    }
+
+    /// The tokio-postgres configuration for one connection: [`Config::pg_config`] with `token`
+    /// as the password.
+    pub fn pg_config_with_token(&self, token: &AuthToken) -> tokio_postgres::Config {
+        let mut pg = self.pg.clone();
+        pg.password(token.as_str());
+        pg
+    }
+}
+
+#[cfg(feature = "aws-config")]
+async fn default_provider(profile: Option<String>) -> Result<TokenProvider, Error> {
+    TokenProvider::from_default_chain(profile.as_deref()).await.map_err(Error::from_core)
+}
+
+#[cfg(not(feature = "aws-config"))]
+async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Error> {
+    Err(Error::new(
+        ErrorKind::Credentials,
+        "no token provider: call Config::with_token_provider, or enable the `aws-config` feature of \
+         dsql-tokio-postgres to use the AWS default credential chain",
+    ))
+}
+
+/// Builds a [`Config`] option by option. Every setter matches a connection-string key.
+#[derive(Debug)]
+#[must_use]
+pub struct ConfigBuilder {
+    options: ConnectOptions,
+    provider: Option<TokenProvider>,
+    connect_retry: Option<RetryPolicy>,
+}
+
+impl ConfigBuilder {
+    /// AWS region (required for bare cluster ids and custom hosts; must agree with a DSQL hostname).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.options.region = Some(region.into());
+        self
+    }
+
+    /// The cluster id, for hosts that do not carry it (PrivateLink endpoint without DNS): the
+    /// token is then signed for `<cluster_id>.dsql.<region>.on.aws` and `amzn-cluster-id` is sent.
+    pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
+        self.options.cluster_id = Some(cluster_id.into());
+        self
+    }
+
+    /// The IP address to connect to; `host` is still used for TLS (SNI, certificate) and signing.
+    pub fn hostaddr(mut self, hostaddr: impl Into<String>) -> Self {
+        self.options.hostaddr = Some(hostaddr.into());
+        self
+    }
+
+    /// Port (default 5432).
+    pub fn port(mut self, port: u16) -> Self {
+        self.options.port = port;
+        self
+    }
+
+    /// Database role (default `admin`, which signs `DbConnectAdmin`; any other role `DbConnect`).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.options.user = user.into();
+        self
+    }
+
+    /// Database name (default `postgres`, the only one DSQL has).
+    pub fn dbname(mut self, dbname: impl Into<String>) -> Self {
+        self.options.dbname = dbname.into();
+        self
+    }
+
+    /// Named AWS profile for the default credential chain.
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.options.profile = Some(profile.into());
+        self
+    }
+
+    /// Token lifetime (default 900 s, at most 7 days). A token is only checked when a connection
+    /// opens, so short lifetimes are fine.
+    pub fn token_duration(mut self, duration: Duration) -> Self {
+        self.options.token_duration = duration;
+        self
+    }
+
+    /// Overrides the action signed for (default: `DbConnectAdmin` for `admin`, else `DbConnect`).
+    pub fn action(mut self, action: Action) -> Self {
+        self.options.action = Some(action);
+        self
+    }
+
+    /// TLS verification (default verify-full).
+    pub fn sslmode(mut self, mode: SslMode) -> Self {
+        self.options.sslmode = mode;
+        self
+    }
+
+    /// A PEM file with the only CAs to trust (libpq semantics); `system` for the system roots.
+    pub fn sslrootcert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.options.sslrootcert = Some(path.into());
+        self
+    }
+
+    /// `Postgres` (SSLRequest first, the default) or `Direct` (TLS at once, ALPN `postgresql`).
+    pub fn sslnegotiation(mut self, negotiation: SslNegotiation) -> Self {
+        self.options.sslnegotiation = negotiation;
+        self
+    }
+
+    /// `application_name` sent at startup (default [`DEFAULT_APPLICATION_NAME`]).
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.options.application_name = Some(name.into());
+        self
+    }
+
+    /// Time limit for opening one connection: TCP, TLS and authentication together.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Startup `options` (for example `-c search_path=app`); DSQL rejects parameters it does not support.
+    pub fn options(mut self, options: impl Into<String>) -> Self {
+        self.options.options = Some(options.into());
+        self
+    }
+
+    /// Token provider to use instead of the AWS default chain.
+    pub fn token_provider(mut self, provider: TokenProvider) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Retry policy for connect refusals (default [`RetryPolicy::connect`]).
+    pub fn connect_retry(mut self, policy: RetryPolicy) -> Self {
+        self.connect_retry = Some(policy);
+        self
+    }
+
+    /// Validates and builds the configuration.
+    pub fn build(self) -> Result<Config, Error> {
+        let mut config = Config::new(self.options)?;
+        if let Some(provider) = self.provider {
+            config = config.with_token_provider(provider);
+        }
+        if let Some(policy) = self.connect_retry {
+            config = config.with_connect_retry(policy);
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,137 @@
+//! `cargo xtask bench`: runs every criterion bench (each measures our code beside its anchor in the
+//! same run), runs the gateway's pgbench comparison, and writes BENCHMARKS.md from the medians.
+//!
+//! Convention: in a criterion group, the bench id `anchor` is what we compare against; every other
+//! id is ours, reported with its median and its ratio to the anchor's median.
+
+use crate::util::{Result, cargo, output, root, step};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// (package, bench target): the benches that make up BENCHMARKS.md.
+const BENCHES: &[(&str, &str)] =
+    &[("dsql-auth-core", "token"), ("dsql-tokio-postgres", "connect"), ("dsql-bb8", "pool")];
+
+pub(crate) fn run(args: &[String]) -> Result {
+    let quick = match args {
+        [] => false,
+        [a] if a == "--quick" => true,
+        [a, ..] => return Err(format!("unknown argument to `xtask bench`: {a} (only --quick)")),
+    };
+    let criterion_dir = root().join("target").join("criterion");
+    let _ = std::fs::remove_dir_all(&criterion_dir);
+    for (package, bench) in BENCHES {
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", package, "--bench", bench, "--"]);
+        if quick {
+            cmd.args(["--warm-up-time", "1", "--measurement-time", "2"]);
+        }
+        step(&format!("bench {package}/{bench}"), &mut cmd)?;
+    }
+    println!("\n==> pgbench: through the gateway vs. direct to PostgreSQL");
+    let pgbench = output(cargo().args(["run", "--release", "--quiet", "-p", "dsql-local", "--example", "pgbench_gateway"]))?;
+    let pgbench_line = pgbench.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("").to_owned();
+    println!("    {pgbench_line}");
+
+    let report = render(&criterion_dir, &pgbench_line, quick)?;
+    std::fs::write(root().join("BENCHMARKS.md"), &report).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
+    println!("\n{report}");
+    Ok(())
+}
+
+struct Measured {
+    group: String,
+    id: String,
+    median_ns: f64,
+}
+
+fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<String> {
+    let measured = read_estimates(criterion_dir)?;
+    let mut out = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Produced by `cargo xtask bench{}` on {cores} cores ({cpu}). Each group runs our code and its anchor \
+         in the same run; the machines are shared and noisy, so read the ratios and medians, not single numbers.\n",
+        if quick { " --quick" } else { "" }
+    );
+    let _ = writeln!(out, "| group | bench | median | anchor median | ours / anchor (time) | anchor / ours (speed-up) |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut groups: Vec<&str> = measured.iter().map(|m| m.group.as_str()).collect();
+    groups.dedup();
+    for group in groups {
+        let anchor = measured.iter().find(|m| m.group == group && m.id == "anchor");
+        for m in measured.iter().filter(|m| m.group == group && m.id != "anchor") {
+            let (a, r, s) = match anchor {
+                Some(a) => (
+                    human(a.median_ns),
+                    format!("{:.3}", m.median_ns / a.median_ns),
+                    format!("{:.2}x", a.median_ns / m.median_ns),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(out, "| {group} | {} | {} | {a} | {r} | {s} |", m.id, human(m.median_ns));
+        }
+    }
+    let _ = writeln!(out, "\n## Gateway cost (pgbench select-only, same run, same client count)\n");
+    match serde_json::from_str::<serde_json::Value>(pgbench_line) {
+        Ok(v) => {
+            let _ = writeln!(
+                out,
+                "`cargo run --release -p dsql-local --example pgbench_gateway`: {} clients, {} s each: \
+                 direct {:.0} tps, through dsql-local's TLS gateway {:.0} tps, ratio gateway/direct {:.3}.",
+                v["clients"], v["seconds"], v["direct_tps"].as_f64().unwrap_or(0.0),
+                v["gateway_tps"].as_f64().unwrap_or(0.0), v["ratio"].as_f64().unwrap_or(0.0)
+            );
+        }
+        Err(_) => {
+            let _ = writeln!(out, "pgbench_gateway printed no result line.");
+        }
+    }
+    Ok(out)
+}
+
+fn human(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1_000.0)
+    } else if ns < 1_000_000_000.0 {
+        format!("{:.2} ms", ns / 1_000_000.0)
+    } else {
+        format!("{:.2} s", ns / 1_000_000_000.0)
+    }
+}
+
+/// Reads `<group>/<id>/new/estimates.json` (criterion's medians) for every bench that ran.
+fn read_estimates(dir: &Path) -> Result<Vec<Measured>> {
+    let mut found = Vec::new();
+    let groups = std::fs::read_dir(dir).map_err(|e| format!("no criterion results in {}: {e}", dir.display()))?;
+    let mut groups: Vec<_> = groups.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    groups.sort();
+    for g in groups {
+        let group = g.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if group == "report" {
+            continue;
+        }
+        let mut ids: Vec<_> = std::fs::read_dir(&g).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        ids.sort();
+        for idp in ids {
+            let est = idp.join("new").join("estimates.json");
+            let Ok(text) = std::fs::read_to_string(&est) else { continue };
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", est.display()))?;
+            let Some(median_ns) = v["median"]["point_estimate"].as_f64() else { continue };
+            let id = idp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            found.push(Measured { group: group.clone(), id, median_ns });
+        }
+    }
+    if found.is_empty() {
+        return Err(format!("no criterion estimates under {}", dir.display()));
+    }
+    Ok(found)
+}
