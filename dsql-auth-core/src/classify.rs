@@ -83,7 +83,10 @@ impl DsqlErrorClass {
     /// True for connect-time refusals that deserve a retry after a backoff: rate exceeded
     /// (53400) and too many connections (53300).
     pub fn is_retryable_connect(&self) -> bool {
-        matches!(self, DsqlErrorClass::RateExceeded | DsqlErrorClass::TooManyConnections)
+        matches!(
+            self,
+            DsqlErrorClass::RateExceeded | DsqlErrorClass::TooManyConnections
+        )
     }
 }
 

@@ -95,7 +95,10 @@ impl Endpoint {
             }
         };
         let ep = match shape {
-            HostShape::Dsql { region: host_region, cluster } => {
+            HostShape::Dsql {
+                region: host_region,
+                cluster,
+            } => {
                 check_region(&host_region)?;
                 if let Some(id) = &cluster_id
                     && *id != cluster
@@ -114,7 +117,9 @@ impl Endpoint {
                     dsql_host: true,
                 }
             }
-            HostShape::Vpce { region: host_region } => {
+            HostShape::Vpce {
+                region: host_region,
+            } => {
                 check_region(&host_region)?;
                 let Some(id) = cluster_id else {
                     return Err(invalid(format!(
@@ -259,6 +264,28 @@ impl Endpoint {
     pub fn needs_cluster_id_option(&self) -> bool {
         self.connect_host != self.sign_host
     }
+
+    /// The startup option that names the cluster when [`needs_cluster_id_option`] is true:
+    /// `-c amzn-cluster-id=<cluster_id>`; `None` otherwise.
+    ///
+    /// [`needs_cluster_id_option`]: Endpoint::needs_cluster_id_option
+    pub fn cluster_id_option(&self) -> Option<String> {
+        match &self.cluster_id {
+            Some(id) if self.needs_cluster_id_option() => Some(format!("-c amzn-cluster-id={id}")),
+            _ => None,
+        }
+    }
+}
+
+/// A value as shown in an error message: escaped, and cut after 64 characters so a pasted
+/// blob does not become a megabyte-long message.
+pub(crate) fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    let mut out: String = s.chars().take(MAX).flat_map(char::escape_debug).collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// `<id>.dsql.<region>.on.aws`.
@@ -286,7 +313,8 @@ pub(crate) fn normalize_region(region: &str) -> Result<String, Error> {
     let r = region.to_ascii_lowercase();
     let ok = !r.is_empty()
         && r.len() <= MAX_LABEL_LEN
-        && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !r.starts_with('-')
         && !r.ends_with('-')
         && !r.contains("--");
@@ -296,7 +324,7 @@ pub(crate) fn normalize_region(region: &str) -> Result<String, Error> {
         Err(invalid(format!(
             "region `{}` is not an AWS region name: expected something like `us-east-1` \
              (letters, digits and single hyphens)",
-            region.escape_debug()
+            shown(region)
         )))
     }
 }
@@ -310,24 +338,30 @@ pub(crate) fn normalize_cluster_id(id: &str) -> Result<String, Error> {
         Err(invalid(format!(
             "cluster id `{}` is not a DSQL cluster id: expected {CLUSTER_ID_LEN} letters and \
              digits, the first label of `<cluster-id>.dsql.<region>.on.aws`",
-            id.escape_debug()
+            shown(id)
         )))
     }
 }
 
 fn is_cluster_id(s: &str) -> bool {
-    s.len() == CLUSTER_ID_LEN && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.len() == CLUSTER_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Normalises a host (lowercase, IPv6 brackets and one trailing dot removed), validates it and
 /// says what it is.
 fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
-    let shown = raw.escape_debug();
+    let shown = shown(raw);
     if raw.is_empty() {
-        return Err(invalid("the host is empty: give a DSQL hostname, a cluster id or a host name"));
+        return Err(invalid(
+            "the host is empty: give a DSQL hostname, a cluster id or a host name",
+        ));
     }
     if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(format!("host `{shown}` contains a space or control character: remove it")));
+        return Err(invalid(format!(
+            "host `{shown}` contains a space or control character: remove it"
+        )));
     }
     if raw.starts_with('/') {
         return Err(invalid(format!(
@@ -335,7 +369,9 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
         )));
     }
     if raw.contains(',') {
-        return Err(invalid(format!("host `{shown}` lists several hosts: give exactly one")));
+        return Err(invalid(format!(
+            "host `{shown}` lists several hosts: give exactly one"
+        )));
     }
     // IPv6 literal, with or without brackets.
     let unbracketed = match raw.strip_prefix('[') {
@@ -355,10 +391,14 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
             return Ok((candidate.to_ascii_lowercase(), HostShape::Ip));
         }
         if candidate.contains('%') {
-            return Err(invalid(format!("host `{shown}`: IPv6 zone ids (`%eth0`) are not supported")));
+            return Err(invalid(format!(
+                "host `{shown}`: IPv6 zone ids (`%eth0`) are not supported"
+            )));
         }
         if unbracketed.is_some() {
-            return Err(invalid(format!("host `{shown}` is not a valid IPv6 address")));
+            return Err(invalid(format!(
+                "host `{shown}` is not a valid IPv6 address"
+            )));
         }
         return Err(invalid(format!(
             "host `{shown}` contains `:`: put the port in port=... (or after the host in a URL), and \
@@ -366,7 +406,9 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
         )));
     }
     if unbracketed.is_some() {
-        return Err(invalid(format!("host `{shown}`: only IPv6 addresses go in brackets")));
+        return Err(invalid(format!(
+            "host `{shown}`: only IPv6 addresses go in brackets"
+        )));
     }
     if !raw.is_ascii() {
         return Err(invalid(format!(
@@ -379,26 +421,35 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
         return Err(invalid(format!("host `{shown}` has no name")));
     }
     if host.len() > MAX_HOST_LEN {
-        return Err(invalid(format!("host `{shown}` is longer than {MAX_HOST_LEN} characters")));
+        return Err(invalid(format!(
+            "host `{shown}` is longer than {MAX_HOST_LEN} characters"
+        )));
     }
     let labels: Vec<&str> = host.split('.').collect();
     for label in &labels {
         if label.is_empty() {
-            return Err(invalid(format!("host `{shown}` has an empty label (`..` or a leading dot)")));
+            return Err(invalid(format!(
+                "host `{shown}` has an empty label (`..` or a leading dot)"
+            )));
         }
         if label.len() > MAX_LABEL_LEN {
             return Err(invalid(format!(
                 "host `{shown}` has a label longer than {MAX_LABEL_LEN} characters"
             )));
         }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(invalid(format!(
                 "host `{shown}` contains `{}`: host names have letters, digits, `-`, `_` and dots",
                 c.escape_debug()
             )));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(invalid(format!("host `{shown}` has a label that starts or ends with `-`")));
+            return Err(invalid(format!(
+                "host `{shown}` has a label that starts or ends with `-`"
+            )));
         }
     }
     let host = host.to_owned();
@@ -407,7 +458,9 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
         // A numeric last label is only valid as part of an IPv4 address.
         return match host.parse::<Ipv4Addr>() {
             Ok(_) => Ok((host, HostShape::Ip)),
-            Err(_) => Err(invalid(format!("host `{shown}` is not a valid IPv4 address"))),
+            Err(_) => Err(invalid(format!(
+                "host `{shown}` is not a valid IPv4 address"
+            ))),
         };
     }
     let n = labels.len();
@@ -424,7 +477,10 @@ fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
         let cluster = labels[n - 5].to_owned();
         return Ok((host, HostShape::Dsql { region, cluster }));
     }
-    if n >= 6 && labels[n - 3..] == ["vpce", "amazonaws", "com"] && labels[n - 5].starts_with("dsql") {
+    if n >= 6
+        && labels[n - 3..] == ["vpce", "amazonaws", "com"]
+        && labels[n - 5].starts_with("dsql")
+    {
         let region = normalize_region(labels[n - 4])?;
         return Ok((host, HostShape::Vpce { region }));
     }
@@ -439,17 +495,29 @@ mod tests {
     fn shapes() {
         let id = "abcdefghijklmnopqrstuvwxyz";
         assert_eq!(
-            normalize_host(&format!("{id}.dsql.us-east-1.on.aws")).unwrap().1,
-            HostShape::Dsql { region: "us-east-1".into(), cluster: id.into() }
+            normalize_host(&format!("{id}.dsql.us-east-1.on.aws"))
+                .unwrap()
+                .1,
+            HostShape::Dsql {
+                region: "us-east-1".into(),
+                cluster: id.into()
+            }
         );
         assert_eq!(normalize_host(id).unwrap().1, HostShape::BareClusterId);
         assert_eq!(normalize_host("localhost").unwrap().1, HostShape::Name);
-        assert_eq!(normalize_host("[::1]").unwrap(), ("::1".into(), HostShape::Ip));
+        assert_eq!(
+            normalize_host("[::1]").unwrap(),
+            ("::1".into(), HostShape::Ip)
+        );
         assert_eq!(normalize_host("10.0.0.1").unwrap().1, HostShape::Ip);
         assert!(normalize_host("10.0.0").is_err());
         assert_eq!(
-            normalize_host("vpce-0ab-xyz.dsql-fnh4.eu-west-1.vpce.amazonaws.com").unwrap().1,
-            HostShape::Vpce { region: "eu-west-1".into() }
+            normalize_host("vpce-0ab-xyz.dsql-fnh4.eu-west-1.vpce.amazonaws.com")
+                .unwrap()
+                .1,
+            HostShape::Vpce {
+                region: "eu-west-1".into()
+            }
         );
     }
 

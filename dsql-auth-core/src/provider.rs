@@ -108,6 +108,26 @@ impl TokenProviderBuilder {
         self
     }
 
+    /// Credentials from the AWS default chain (environment variables first, then the shared
+    /// config/credentials files, SSO, web identity, ECS/EC2 metadata), optionally for a named
+    /// profile. The chain is loaded once here; credentials are resolved on first use.
+    #[cfg(feature = "aws-config")]
+    pub async fn default_chain(mut self, profile: Option<&str>) -> Result<Self, Error> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
+        }
+        let config = loader.load().await;
+        let credentials = config.credentials_provider().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Credentials,
+                "the AWS default credential chain is not available: pass credentials with .credentials(..)",
+            )
+        })?;
+        self.credentials = Some(Arc::new(credentials));
+        Ok(self)
+    }
+
     /// The clock (default: [`SystemClock`]). Supply your own on `wasm32-unknown-unknown`.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
@@ -130,31 +150,31 @@ impl TokenProviderBuilder {
                 "TokenProvider::builder() needs credentials: call .credentials(..) with a credentials provider",
             )
         })?;
-        Ok(TokenProvider {
-            inner: Arc::new(Inner {
-                credentials,
-                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-                min_remaining: self.min_remaining,
-                signer: Signer::new(),
-                tokens: RwLock::default(),
-                creds: RwLock::default(),
-                refresh: async_lock::Mutex::new(()),
-                signings: AtomicU64::new(0),
-                resolutions: AtomicU64::new(0),
-            }),
-        })
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        Ok(TokenProvider::from_parts(
+            credentials,
+            clock,
+            self.min_remaining,
+        ))
     }
 }
 
 impl TokenProvider {
     /// A provider signing with `creds`, on the system clock, with the default margin.
     pub fn new(creds: impl ProvideCredentials + 'static) -> Self {
-        let credentials: Arc<dyn ProvideCredentials> = Arc::new(creds);
+        Self::from_parts(Arc::new(creds), Arc::new(SystemClock), None)
+    }
+
+    fn from_parts(
+        credentials: Arc<dyn ProvideCredentials>,
+        clock: SharedClock,
+        min_remaining: Option<Duration>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 credentials,
-                clock: Arc::new(SystemClock),
-                min_remaining: None,
+                clock,
+                min_remaining,
                 signer: Signer::new(),
                 tokens: RwLock::default(),
                 creds: RwLock::default(),
@@ -176,21 +196,13 @@ impl TokenProvider {
     /// or broken setup is reported here rather than on first connect.
     #[cfg(feature = "aws-config")]
     pub async fn from_default_chain(profile: Option<&str>) -> Result<Self, Error> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(profile) = profile {
-            loader = loader.profile_name(profile);
-        }
-        let config = loader.load().await;
-        let credentials = config.credentials_provider().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Credentials,
-                "the AWS default credential chain is not available: pass credentials with TokenProvider::new(..)",
-            )
-        })?;
-        let provider = Self::new(credentials);
-        let _guard = provider.inner.refresh.lock().await;
-        provider.inner.current_credentials(provider.inner.clock.now(), Duration::ZERO).await?;
-        drop(_guard);
+        let provider = Self::builder().default_chain(profile).await?.build()?;
+        let guard = provider.inner.refresh.lock().await;
+        provider
+            .inner
+            .current_credentials(provider.inner.clock.now(), Duration::ZERO)
+            .await?;
+        drop(guard);
         Ok(provider)
     }
 
@@ -218,7 +230,10 @@ impl TokenProvider {
             return Ok(c.access_key_id().to_owned());
         }
         let _guard = self.inner.refresh.lock().await;
-        let creds = self.inner.current_credentials(self.inner.clock.now(), Duration::ZERO).await?;
+        let creds = self
+            .inner
+            .current_credentials(self.inner.clock.now(), Duration::ZERO)
+            .await?;
         Ok(creds.access_key_id().to_owned())
     }
 
@@ -234,7 +249,10 @@ impl TokenProvider {
 impl Inner {
     fn cached(&self, params: &SigningParams, ok: impl Fn(&Entry) -> bool) -> Option<AuthToken> {
         let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens.get(params).filter(|e| ok(e)).map(|e| e.token.clone())
+        tokens
+            .get(params)
+            .filter(|e| ok(e))
+            .map(|e| e.token.clone())
     }
 
     async fn refresh_token(&self, params: &SigningParams) -> Result<AuthToken, Error> {
@@ -268,7 +286,11 @@ impl Inner {
     }
 
     /// Call with `refresh` held.
-    async fn sign_and_store(&self, params: &SigningParams, now: SystemTime) -> Result<AuthToken, Error> {
+    async fn sign_and_store(
+        &self,
+        params: &SigningParams,
+        now: SystemTime,
+    ) -> Result<AuthToken, Error> {
         let margin = self.margin(params)?;
         let creds = self.current_credentials(now, margin).await?;
         let token = self.signer.sign(params, &creds, now)?;
@@ -279,7 +301,9 @@ impl Inner {
             Some(creds_expiry) => creds_expiry.min(token.expires_at()),
             None => token.expires_at(),
         };
-        let usable_until = effective_expiry.checked_sub(margin).unwrap_or(SystemTime::UNIX_EPOCH);
+        let usable_until = effective_expiry
+            .checked_sub(margin)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         if now >= usable_until && creds.expiry().is_some_and(|c| c < token.expires_at()) {
             return Err(credentials_expire_too_soon(&creds, now, margin));
         }
@@ -290,7 +314,14 @@ impl Inner {
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
         // Drop what can no longer be handed out, so the map stays as small as the set in use.
         tokens.retain(|_, e| now < e.usable_until);
-        tokens.insert(params.clone(), Entry { token: token.clone(), refresh_at, usable_until });
+        tokens.insert(
+            params.clone(),
+            Entry {
+                token: token.clone(),
+                refresh_at,
+                usable_until,
+            },
+        );
         Ok(token)
     }
 
@@ -313,7 +344,11 @@ impl Inner {
 
     /// The credentials to sign with now: the cached ones while they have more than
     /// [`CREDENTIALS_REFRESH_MARGIN`] left, else freshly resolved. Call with `refresh` held.
-    async fn current_credentials(&self, now: SystemTime, margin: Duration) -> Result<Credentials, Error> {
+    async fn current_credentials(
+        &self,
+        now: SystemTime,
+        margin: Duration,
+    ) -> Result<Credentials, Error> {
         let cached = self.creds.read().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(c) = &cached
             && remaining(c, now).is_none_or(|left| left > CREDENTIALS_REFRESH_MARGIN.max(margin))
@@ -348,7 +383,9 @@ impl Inner {
 /// Time left before the credentials expire (`Some(ZERO)` if already expired), or `None` if
 /// they do not expire.
 fn remaining(creds: &Credentials, now: SystemTime) -> Option<Duration> {
-    creds.expiry().map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
+    creds
+        .expiry()
+        .map(|e| e.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn credentials_expire_too_soon(creds: &Credentials, now: SystemTime, margin: Duration) -> Error {
@@ -370,8 +407,9 @@ fn credentials_expire_too_soon(creds: &Credentials, now: SystemTime, margin: Dur
     )
 }
 
-/// A small, fast, non-cryptographic hasher (the Fx hash from rustc) for the token map: its keys
-/// come from the application, not from an attacker, and SipHash would dominate the hit path.
+/// The token map's hasher. `SigningParams` hashes to one word computed when it was built, so a
+/// lookup needs one multiply here rather than another SipHash pass (the Fx mix from rustc; the
+/// keys come from the application, not from an attacker).
 #[derive(Default, Clone, Copy)]
 struct FxHasher(u64);
 

@@ -68,8 +68,16 @@ impl RetryPolicy {
     /// `min(max_backoff, random * initial_backoff * multiplier^retry)`. Out-of-range `random`
     /// is clamped into `[0, 1]`; NaN counts as 0. Never panics, saturates at `max_backoff`.
     pub fn delay(&self, retry: u32, random: f64) -> Duration {
-        let random = if random.is_nan() { 0.0 } else { random.clamp(0.0, 1.0) };
-        let multiplier = if self.multiplier.is_finite() && self.multiplier >= 1.0 { self.multiplier } else { 1.0 };
+        let random = if random.is_nan() {
+            0.0
+        } else {
+            random.clamp(0.0, 1.0)
+        };
+        let multiplier = if self.multiplier.is_finite() && self.multiplier >= 1.0 {
+            self.multiplier
+        } else {
+            1.0
+        };
         let cap = self.max_backoff.as_secs_f64();
         let exponent = i32::try_from(retry).unwrap_or(i32::MAX);
         let scale = self.initial_backoff.as_secs_f64() * multiplier.powi(exponent);
@@ -89,7 +97,12 @@ impl RetryPolicy {
     /// After `attempts_made` failed attempts (1 after the first) with `elapsed` since the first
     /// began: the delay before the next attempt, or `None` when the attempt budget is spent, the
     /// time budget is spent, or sleeping the delay would overrun the time budget.
-    pub fn next_delay(&self, attempts_made: u32, elapsed: Duration, random: f64) -> Option<Duration> {
+    pub fn next_delay(
+        &self,
+        attempts_made: u32,
+        elapsed: Duration,
+        random: f64,
+    ) -> Option<Duration> {
         if attempts_made >= self.max_attempts {
             return None;
         }

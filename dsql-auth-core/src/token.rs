@@ -26,7 +26,8 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(604_800);
 
 const SERVICE: &str = "dsql";
 /// SHA-256 of the empty payload (botocore's `EMPTY_SHA256_HASH`).
-const EMPTY_PAYLOAD_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const EMPTY_PAYLOAD_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 const SIGNATURE_PARAM: &str = "X-Amz-Signature";
 const SECURITY_TOKEN_PARAM: &str = "X-Amz-Security-Token";
 
@@ -46,7 +47,11 @@ impl Action {
     /// The action for a database user: `DbConnectAdmin` exactly for `"admin"` (case-sensitive,
     /// as in every official connector), `DbConnect` otherwise.
     pub fn for_user(user: &str) -> Action {
-        if user == "admin" { Action::DbConnectAdmin } else { Action::DbConnect }
+        if user == "admin" {
+            Action::DbConnectAdmin
+        } else {
+            Action::DbConnect
+        }
     }
 
     /// The wire name: `"DbConnect"` or `"DbConnectAdmin"`.
@@ -76,7 +81,9 @@ impl FromStr for Action {
         } else {
             Err(Error::new(
                 ErrorKind::InvalidSigningParams,
-                format!("unknown DSQL action {s:?}: use DbConnect (custom roles) or DbConnectAdmin (the admin role)"),
+                format!(
+                    "unknown DSQL action {s:?}: use DbConnect (custom roles) or DbConnectAdmin (the admin role)"
+                ),
             ))
         }
     }
@@ -84,12 +91,32 @@ impl FromStr for Action {
 
 /// What a token is signed for: host, region, action and lifetime. Cheap to clone and hashable,
 /// so it doubles as a cache key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SigningParams {
+    // Hash of the other fields, computed once: cache lookups then hash one word and usually
+    // reject a different key without comparing strings.
+    hash: u64,
     host: String,
     region: String,
     action: Action,
     expires_in: Duration,
+}
+
+impl std::hash::Hash for SigningParams {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl fmt::Debug for SigningParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningParams")
+            .field("host", &self.host)
+            .field("region", &self.region)
+            .field("action", &self.action)
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
 }
 
 impl SigningParams {
@@ -100,7 +127,23 @@ impl SigningParams {
     /// (SigV4 signs them as part of the host). The region must be an AWS region name
     /// (`[a-z0-9-]`, e.g. `us-east-1`).
     pub fn new(host: &str, region: &str, action: Action) -> Result<Self, Error> {
-        Ok(Self { host: normalize_host(host)?, region: validate_region(region)?, action, expires_in: DEFAULT_EXPIRES_IN })
+        Ok(Self {
+            hash: 0,
+            host: normalize_host(host)?,
+            region: validate_region(region)?,
+            action,
+            expires_in: DEFAULT_EXPIRES_IN,
+        }
+        .rehash())
+    }
+
+    fn rehash(mut self) -> Self {
+        use std::hash::{Hash, Hasher};
+        // SipHash with fixed keys: stable within the process, which is all a cache key needs.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&self.host, &self.region, self.action, self.expires_in).hash(&mut h);
+        self.hash = h.finish();
+        self
     }
 
     /// Sets the token lifetime: a whole number of seconds in 1..=604800.
@@ -108,7 +151,9 @@ impl SigningParams {
         if expires_in.subsec_nanos() != 0 {
             return Err(Error::new(
                 ErrorKind::InvalidSigningParams,
-                format!("token lifetime {expires_in:?} is not a whole number of seconds: give whole seconds between 1 and 604800"),
+                format!(
+                    "token lifetime {expires_in:?} is not a whole number of seconds: give whole seconds between 1 and 604800"
+                ),
             ));
         }
         if expires_in.is_zero() || expires_in > MAX_EXPIRES_IN {
@@ -121,7 +166,7 @@ impl SigningParams {
             ));
         }
         self.expires_in = expires_in;
-        Ok(self)
+        Ok(self.rehash())
     }
 
     /// The host the token is signed for, normalised (lowercase, no trailing dot, no `:443`).
@@ -147,6 +192,11 @@ impl SigningParams {
 
 fn normalize_host(host: &str) -> Result<String, Error> {
     let trimmed = host.trim();
+    // A bare IPv6 literal (as `Endpoint` keeps it) is signed the way it appears in a URL's
+    // authority, in brackets; checked first so that a literal ending in `:443` stays whole.
+    if trimmed.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{}]", trimmed.to_ascii_lowercase()));
+    }
     let mut h = trimmed.strip_suffix(":443").unwrap_or(trimmed);
     h = h.strip_suffix('.').unwrap_or(h);
     if h.is_empty() {
@@ -155,7 +205,10 @@ fn normalize_host(host: &str) -> Result<String, Error> {
             "the host to sign for is empty: give the cluster endpoint, e.g. <cluster-id>.dsql.us-east-1.on.aws",
         ));
     }
-    if let Some(bad) = h.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))) {
+    if let Some(bad) = h
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')))
+    {
         return Err(Error::new(
             ErrorKind::InvalidSigningParams,
             format!(
@@ -168,10 +221,16 @@ fn normalize_host(host: &str) -> Result<String, Error> {
 }
 
 fn validate_region(region: &str) -> Result<String, Error> {
-    if region.is_empty() || !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(Error::new(
             ErrorKind::InvalidSigningParams,
-            format!("{region:?} is not an AWS region name: give one like us-east-1 (lowercase letters, digits, hyphens)"),
+            format!(
+                "{region:?} is not an AWS region name: give one like us-east-1 (lowercase letters, digits, hyphens)"
+            ),
         ));
     }
     Ok(region.to_owned())
@@ -250,9 +309,18 @@ impl fmt::Display for AuthToken {
 ///
 /// The result equals botocore's bytes for the same inputs. For repeated signing, a [`Signer`]
 /// (or a [`crate::TokenProvider`], which also caches tokens) is faster.
-pub fn sign(params: &SigningParams, creds: &Credentials, at: SystemTime) -> Result<AuthToken, Error> {
+pub fn sign(
+    params: &SigningParams,
+    creds: &Credentials,
+    at: SystemTime,
+) -> Result<AuthToken, Error> {
     let time = SigningTime::new(at)?;
-    let key = aws_sigv4::sign::v4::generate_signing_key(creds.secret_access_key(), time.whole, &params.region, SERVICE);
+    let key = aws_sigv4::sign::v4::generate_signing_key(
+        creds.secret_access_key(),
+        time.whole,
+        &params.region,
+        SERVICE,
+    );
     let mac = keyed_mac(key.as_ref())?;
     sign_with(params, creds, &time, mac)
 }
@@ -279,7 +347,9 @@ struct CachedKey {
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cached = self.keys.lock().map(|k| k.len()).unwrap_or(0);
-        f.debug_struct("Signer").field("cached_keys", &cached).finish()
+        f.debug_struct("Signer")
+            .field("cached_keys", &cached)
+            .finish()
     }
 }
 
@@ -290,13 +360,23 @@ impl Signer {
     }
 
     /// Signs a token as of `at`; same bytes as [`sign`], reusing the day's signing key.
-    pub fn sign(&self, params: &SigningParams, creds: &Credentials, at: SystemTime) -> Result<AuthToken, Error> {
+    pub fn sign(
+        &self,
+        params: &SigningParams,
+        creds: &Credentials,
+        at: SystemTime,
+    ) -> Result<AuthToken, Error> {
         let time = SigningTime::new(at)?;
         let mac = self.keyed_mac_for(creds, &time, &params.region)?;
         sign_with(params, creds, &time, mac)
     }
 
-    fn keyed_mac_for(&self, creds: &Credentials, time: &SigningTime, region: &str) -> Result<HmacSha256, Error> {
+    fn keyed_mac_for(
+        &self,
+        creds: &Credentials,
+        time: &SigningTime,
+        region: &str,
+    ) -> Result<HmacSha256, Error> {
         let same = |k: &CachedKey| {
             k.day == time.day
                 && k.region == region
@@ -308,7 +388,12 @@ impl Signer {
                 return Ok(k.mac.clone());
             }
         }
-        let key = aws_sigv4::sign::v4::generate_signing_key(creds.secret_access_key(), time.whole, region, SERVICE);
+        let key = aws_sigv4::sign::v4::generate_signing_key(
+            creds.secret_access_key(),
+            time.whole,
+            region,
+            SERVICE,
+        );
         let mac = keyed_mac(key.as_ref())?;
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         // Keys of other days are useless from now on; beyond that, evict the oldest.
@@ -316,15 +401,21 @@ impl Signer {
         if keys.len() >= KEY_CACHE_CAPACITY {
             keys.remove(0);
         }
-        if !keys.iter().any(|k| same(k)) {
-            keys.push(CachedKey { creds: creds.clone(), day: time.day, region: region.to_owned(), mac: mac.clone() });
+        if !keys.iter().any(same) {
+            keys.push(CachedKey {
+                creds: creds.clone(),
+                day: time.day,
+                region: region.to_owned(),
+                mac: mac.clone(),
+            });
         }
         Ok(mac)
     }
 }
 
 fn keyed_mac(key: &[u8]) -> Result<HmacSha256, Error> {
-    HmacSha256::new_from_slice(key).map_err(|e| Error::new(ErrorKind::Signing, format!("cannot key HMAC-SHA256: {e}")))
+    HmacSha256::new_from_slice(key)
+        .map_err(|e| Error::new(ErrorKind::Signing, format!("cannot key HMAC-SHA256: {e}")))
 }
 
 /// The signing instant, truncated to whole seconds, with its SigV4 renderings.
@@ -338,13 +429,19 @@ struct SigningTime {
 impl SigningTime {
     fn new(at: SystemTime) -> Result<Self, Error> {
         let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_err(|_| {
-            Error::new(ErrorKind::InvalidSigningParams, "the signing time is before 1970: pass the current time")
+            Error::new(
+                ErrorKind::InvalidSigningParams,
+                "the signing time is before 1970: pass the current time",
+            )
         })?;
         let secs = secs.as_secs();
         let day = secs / 86_400;
         let (y, m, d) = civil_from_days(day);
         if y > 9999 {
-            return Err(Error::new(ErrorKind::InvalidSigningParams, "the signing time is after year 9999: pass the current time"));
+            return Err(Error::new(
+                ErrorKind::InvalidSigningParams,
+                "the signing time is after year 9999: pass the current time",
+            ));
         }
         let sod = secs % 86_400;
         let mut amz_date = *b"00000000T000000Z";
@@ -354,7 +451,11 @@ impl SigningTime {
         put_digits(&mut amz_date[9..11], sod / 3600);
         put_digits(&mut amz_date[11..13], sod / 60 % 60);
         put_digits(&mut amz_date[13..15], sod % 60);
-        Ok(Self { whole: SystemTime::UNIX_EPOCH + Duration::from_secs(secs), day, amz_date })
+        Ok(Self {
+            whole: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            day,
+            amz_date,
+        })
     }
 
     fn amz_date(&self) -> &str {
@@ -404,10 +505,24 @@ fn push_encoded(out: &mut String, value: &str) {
 }
 
 fn encoded_len(value: &str) -> usize {
-    value.bytes().map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') { 1 } else { 3 }).sum()
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
 }
 
-fn sign_with(params: &SigningParams, creds: &Credentials, time: &SigningTime, mut mac: HmacSha256) -> Result<AuthToken, Error> {
+fn sign_with(
+    params: &SigningParams,
+    creds: &Credentials,
+    time: &SigningTime,
+    mut mac: HmacSha256,
+) -> Result<AuthToken, Error> {
     if creds.access_key_id().is_empty() {
         return Err(Error::new(
             ErrorKind::Credentials,
@@ -465,8 +580,12 @@ fn sign_with(params: &SigningParams, creds: &Credentials, time: &SigningTime, mu
     hasher.update(b"\n\nhost\n");
     hasher.update(EMPTY_PAYLOAD_SHA256.as_bytes());
     let mut canonical_hex = [0u8; 64];
-    hex::encode_to_slice(hasher.finalize(), &mut canonical_hex)
-        .map_err(|e| Error::new(ErrorKind::Signing, format!("cannot hex-encode the canonical request hash: {e}")))?;
+    hex::encode_to_slice(hasher.finalize(), &mut canonical_hex).map_err(|e| {
+        Error::new(
+            ErrorKind::Signing,
+            format!("cannot hex-encode the canonical request hash: {e}"),
+        )
+    })?;
 
     mac.update(b"AWS4-HMAC-SHA256\n");
     mac.update(amz_date.as_bytes());
@@ -477,8 +596,12 @@ fn sign_with(params: &SigningParams, creds: &Credentials, time: &SigningTime, mu
     mac.update(b"/dsql/aws4_request\n");
     mac.update(&canonical_hex);
     let mut signature = [0u8; 64];
-    hex::encode_to_slice(mac.finalize().into_bytes(), &mut signature)
-        .map_err(|e| Error::new(ErrorKind::Signing, format!("cannot hex-encode the signature: {e}")))?;
+    hex::encode_to_slice(mac.finalize().into_bytes(), &mut signature).map_err(|e| {
+        Error::new(
+            ErrorKind::Signing,
+            format!("cannot hex-encode the signature: {e}"),
+        )
+    })?;
 
     out.push_str("&X-Amz-Signature=");
     // Lowercase hex digits only.
@@ -527,49 +650,103 @@ mod tests {
     #[test]
     fn aws_sdk_dsql_known_answer() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_724_716_800);
-        let p = SigningParams::new("peccy.dsql.us-east-1.on.aws", "us-east-1", Action::DbConnect)
-            .unwrap()
-            .with_expires_in(Duration::from_secs(450))
-            .unwrap();
+        let p = SigningParams::new(
+            "peccy.dsql.us-east-1.on.aws",
+            "us-east-1",
+            Action::DbConnect,
+        )
+        .unwrap()
+        .with_expires_in(Duration::from_secs(450))
+        .unwrap();
         let t = sign(&p, &creds(None), at).unwrap();
-        assert!(t.as_str().ends_with("X-Amz-Signature=f5f2ad764ca5df44045d4ab6ccecba0eef941b0007e5765885a0b6ed3702a3f8"), "{}", t.as_str());
+        assert!(
+            t.as_str().ends_with(
+                "X-Amz-Signature=f5f2ad764ca5df44045d4ab6ccecba0eef941b0007e5765885a0b6ed3702a3f8"
+            ),
+            "{}",
+            t.as_str()
+        );
     }
 
     #[test]
     fn dates_render() {
-        let t = SigningTime::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199)).unwrap();
+        let t =
+            SigningTime::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_251_199)).unwrap();
         assert_eq!(t.amz_date(), "20240229T235959Z");
         let t = SigningTime::new(SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(t.amz_date(), "19700101T000000Z");
-        let t = SigningTime::new(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)).unwrap();
+        let t =
+            SigningTime::new(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)).unwrap();
         assert_eq!(t.amz_date(), "20000229T000000Z");
     }
 
     #[test]
     fn cached_and_uncached_agree() {
         let signer = Signer::new();
-        let p = SigningParams::new("A.dsql.eu-west-1.on.aws.:443", "eu-west-1", Action::DbConnectAdmin).unwrap();
+        let p = SigningParams::new(
+            "A.dsql.eu-west-1.on.aws.:443",
+            "eu-west-1",
+            Action::DbConnectAdmin,
+        )
+        .unwrap();
         let c = creds(Some("a/b+c=d"));
         for secs in [1_700_000_000u64, 1_700_000_001, 1_700_090_000] {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
-            assert_eq!(signer.sign(&p, &c, at).unwrap().as_str(), sign(&p, &c, at).unwrap().as_str());
+            assert_eq!(
+                signer.sign(&p, &c, at).unwrap().as_str(),
+                sign(&p, &c, at).unwrap().as_str()
+            );
         }
         let other = Credentials::new("akid", "other", None, None, "test");
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(signer.sign(&p, &other, at).unwrap().as_str(), sign(&p, &other, at).unwrap().as_str());
+        assert_eq!(
+            signer.sign(&p, &other, at).unwrap().as_str(),
+            sign(&p, &other, at).unwrap().as_str()
+        );
     }
 
     #[test]
     fn host_normalised_and_checked() {
-        let p = SigningParams::new("Peccy.DSQL.us-east-1.on.aws.:443", "us-east-1", Action::DbConnect).unwrap();
+        let p = SigningParams::new(
+            "Peccy.DSQL.us-east-1.on.aws.:443",
+            "us-east-1",
+            Action::DbConnect,
+        )
+        .unwrap();
         assert_eq!(p.host(), "peccy.dsql.us-east-1.on.aws");
-        assert_eq!(SigningParams::new("h:5432", "us-east-1", Action::DbConnect).unwrap().host(), "h:5432");
+        assert_eq!(
+            SigningParams::new("h:5432", "us-east-1", Action::DbConnect)
+                .unwrap()
+                .host(),
+            "h:5432"
+        );
+        assert_eq!(
+            SigningParams::new("::1", "us-east-1", Action::DbConnect)
+                .unwrap()
+                .host(),
+            "[::1]"
+        );
+        assert_eq!(
+            SigningParams::new("2001:DB8::443", "us-east-1", Action::DbConnect)
+                .unwrap()
+                .host(),
+            "[2001:db8::443]"
+        );
+        assert_eq!(
+            SigningParams::new("[::1]:443", "us-east-1", Action::DbConnect)
+                .unwrap()
+                .host(),
+            "[::1]"
+        );
         for bad in ["", ":443", "https://x", "a b", "x/y", "u@h", "hé"] {
             let e = SigningParams::new(bad, "us-east-1", Action::DbConnect).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidSigningParams, "{bad}");
         }
         for bad in ["", "US-EAST-1", "us east", "us_east_1"] {
-            assert!(SigningParams::new("h", bad, Action::DbConnect).is_err(), "{bad}");
+            assert!(
+                SigningParams::new("h", bad, Action::DbConnect).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -578,10 +755,24 @@ mod tests {
         let p = SigningParams::new("h", "us-east-1", Action::DbConnect).unwrap();
         assert_eq!(p.expires_in(), DEFAULT_EXPIRES_IN);
         for ok in [1, 900, 604_800] {
-            assert_eq!(p.clone().with_expires_in(Duration::from_secs(ok)).unwrap().expires_in().as_secs(), ok);
+            assert_eq!(
+                p.clone()
+                    .with_expires_in(Duration::from_secs(ok))
+                    .unwrap()
+                    .expires_in()
+                    .as_secs(),
+                ok
+            );
         }
-        for bad in [Duration::ZERO, Duration::from_secs(604_801), Duration::from_millis(1500)] {
-            assert_eq!(p.clone().with_expires_in(bad).unwrap_err().kind(), ErrorKind::InvalidSigningParams);
+        for bad in [
+            Duration::ZERO,
+            Duration::from_secs(604_801),
+            Duration::from_millis(1500),
+        ] {
+            assert_eq!(
+                p.clone().with_expires_in(bad).unwrap_err().kind(),
+                ErrorKind::InvalidSigningParams
+            );
         }
     }
 
@@ -616,9 +807,15 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_724_716_800_750);
         let p = SigningParams::new("h", "us-east-1", Action::DbConnect).unwrap();
         let t = sign(&p, &creds(None), at).unwrap();
-        assert_eq!(t.signed_at(), SystemTime::UNIX_EPOCH + Duration::from_secs(1_724_716_800));
+        assert_eq!(
+            t.signed_at(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_724_716_800)
+        );
         assert_eq!(t.expires_at(), t.signed_at() + DEFAULT_EXPIRES_IN);
         let before = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
-        assert_eq!(sign(&p, &creds(None), before).unwrap_err().kind(), ErrorKind::InvalidSigningParams);
+        assert_eq!(
+            sign(&p, &creds(None), before).unwrap_err().kind(),
+            ErrorKind::InvalidSigningParams
+        );
     }
 }

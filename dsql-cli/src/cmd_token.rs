@@ -1,10 +1,271 @@
-//! `dsql token` (being written).
+//! `dsql token`: sign an IAM authentication token and print it as the token alone, a ready
+//! `postgres://` URL, shell `export` lines, or JSON.
+//!
+//! Host and region rules, the action for the user, the lifetime range and the signing itself all
+//! come from dsql-auth-core; this file only reads flags and formats the result.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use dsql_auth_core::clock::ManualClock;
+use dsql_auth_core::{
+    AuthToken, ConnectOptions, Endpoint, Error, ErrorKind, SharedClock, SystemClock, TokenProvider,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::error::CliError;
 
-#[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+/// What to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// The token alone, on one line.
+    Token,
+    /// A `postgres://` URL with the token as the (percent-encoded) password, sslmode=verify-full.
+    Url,
+    /// `export PG...=...` lines for a POSIX shell (PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE, PGPASSWORD).
+    Env,
+    /// One JSON object: token, host, port, database, region, action, user, signed_at, expires_at.
+    Json,
+}
 
-pub(crate) async fn run(_args: Args) -> Result<(), CliError> {
-    Err(CliError::runtime("dsql token is not built yet"))
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The cluster endpoint (<cluster-id>.dsql.<region>.on.aws), a bare cluster id (with a region),
+    /// or a custom host such as a proxy (with a region; never rewritten).
+    #[arg(long)]
+    host: String,
+    /// AWS region. Read from the host for DSQL endpoints; for other hosts, --region or else
+    /// AWS_REGION / AWS_DEFAULT_REGION.
+    #[arg(long)]
+    region: Option<String>,
+    /// Database role: `admin` gets a DbConnectAdmin token, every other role DbConnect.
+    #[arg(long, default_value = "admin")]
+    user: String,
+    /// Token lifetime in seconds (1..=604800).
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    expires_in: u64,
+    /// AWS profile to take credentials from (default: the default chain, which reads
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN first, then AWS_PROFILE).
+    #[arg(long)]
+    profile: Option<String>,
+    /// Sign as of this instant (RFC 3339, e.g. 2024-01-01T00:00:00Z) for reproducible output.
+    /// Default: now.
+    #[arg(long, value_name = "RFC3339")]
+    at: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "token")]
+    format: Format,
+}
+
+pub(crate) async fn run(args: Args) -> Result<(), CliError> {
+    // Everything the user typed is checked before credentials are looked up.
+    let at = args.at.as_deref().map(parse_at).transpose()?;
+    if args.user.is_empty() {
+        return Err(CliError::usage(
+            "--user is empty: give a database role, e.g. --user admin",
+        ));
+    }
+    let mut opts = ConnectOptions::new(args.host.clone());
+    opts.user = args.user.clone();
+    opts.region = args.region.clone();
+    opts.profile = args.profile.clone();
+    opts.token_duration = Duration::from_secs(args.expires_in);
+    let endpoint = resolve_endpoint(&mut opts, |k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty())
+    })?;
+    let params = opts
+        .signing_params()
+        .map_err(|e| core_error(&e, "--expires-in"))?;
+
+    let clock: SharedClock = match at {
+        Some(at) => Arc::new(ManualClock::new(at)),
+        None => Arc::new(SystemClock),
+    };
+    let provider = TokenProvider::builder()
+        .default_chain(args.profile.as_deref())
+        .await
+        .and_then(|b| b.clock(clock).build())
+        .map_err(|e| core_error(&e, ""))?;
+    let token = provider
+        .token(&params)
+        .await
+        .map_err(|e| core_error(&e, ""))?;
+
+    let out = render(args.format, &token, &endpoint, &opts)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::runtime(format!("cannot write to stdout: {e}")))
+}
+
+fn parse_at(s: &str) -> Result<SystemTime, CliError> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
+        CliError::usage(format!(
+            "--at {s:?} is not an RFC 3339 time ({e}): write it like 2024-01-01T00:00:00Z"
+        ))
+    })?;
+    if t.unix_timestamp() < 0 {
+        return Err(CliError::usage(format!(
+            "--at {s:?} is before 1970: give a time after 1970-01-01T00:00:00Z"
+        )));
+    }
+    Ok(SystemTime::from(t))
+}
+
+/// The endpoint for the options. A host that carries no region (custom host, bare cluster id)
+/// takes it from `AWS_REGION` / `AWS_DEFAULT_REGION` when `--region` is absent; a DSQL hostname's
+/// own region is never contradicted by the environment.
+fn resolve_endpoint(
+    opts: &mut ConnectOptions,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Endpoint, CliError> {
+    match opts.endpoint() {
+        Ok(ep) => Ok(ep),
+        Err(first) if opts.region.is_none() => {
+            let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) else {
+                return Err(core_error(&first, "--region"));
+            };
+            opts.region = Some(region);
+            opts.endpoint()
+                .map_err(|e| core_error(&e, "--region (from AWS_REGION/AWS_DEFAULT_REGION)"))
+        }
+        Err(e) => Err(core_error(&e, "")),
+    }
+}
+
+/// A core error as a CLI error: bad input exits 2, everything else 1. The core's messages never
+/// contain secrets and already say what to do.
+fn core_error(e: &Error, hint: &str) -> CliError {
+    match e.kind() {
+        ErrorKind::InvalidEndpoint
+        | ErrorKind::InvalidSigningParams
+        | ErrorKind::InvalidConnectionString => {
+            if hint.is_empty() || e.to_string().contains("--") {
+                CliError::usage(e)
+            } else {
+                CliError::usage(format!("{e} (see {hint})"))
+            }
+        }
+        _ => CliError::runtime(e),
+    }
+}
+
+/// RFC 3986 unreserved characters stay; everything else in userinfo and path is encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn render(
+    format: Format,
+    token: &AuthToken,
+    ep: &Endpoint,
+    opts: &ConnectOptions,
+) -> Result<String, CliError> {
+    let host = ep.connect_host();
+    let sslmode = opts.sslmode.as_str();
+    Ok(match format {
+        Format::Token => format!("{}\n", token.as_str()),
+        Format::Url => {
+            let authority_host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host.to_owned()
+            };
+            format!(
+                "postgres://{}:{}@{}:{}/{}?sslmode={sslmode}\n",
+                utf8_percent_encode(&opts.user, COMPONENT),
+                utf8_percent_encode(token.as_str(), COMPONENT),
+                authority_host,
+                ep.port(),
+                utf8_percent_encode(&opts.dbname, COMPONENT),
+            )
+        }
+        Format::Env => {
+            let port = ep.port().to_string();
+            [
+                ("PGHOST", host),
+                ("PGPORT", port.as_str()),
+                ("PGUSER", opts.user.as_str()),
+                ("PGDATABASE", opts.dbname.as_str()),
+                ("PGSSLMODE", sslmode),
+                ("PGPASSWORD", token.as_str()),
+            ]
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", shell_quote(v)))
+            .collect()
+        }
+        Format::Json => {
+            let json = serde_json::json!({
+                "token": token.as_str(),
+                "host": host,
+                "port": ep.port(),
+                "database": opts.dbname,
+                "region": ep.region(),
+                "action": opts.action().as_str(),
+                "user": opts.user,
+                "signed_at": rfc3339(token.signed_at())?,
+                "expires_at": rfc3339(token.expires_at())?,
+            });
+            format!("{json}\n")
+        }
+    })
+}
+
+fn rfc3339(t: SystemTime) -> Result<String, CliError> {
+    OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        .map_err(|e| CliError::runtime(format!("cannot format the time {t:?} as RFC 3339: {e}")))
+}
+
+/// Single-quoted for a POSIX shell: only `'` needs care, written as `'\''`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("a&b=c"), "'a&b=c'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn region_from_env_only_for_hosts_without_one() {
+        let env = |k: &str| (k == "AWS_REGION").then(|| "eu-west-1".to_owned());
+        let mut custom = ConnectOptions::new("localhost");
+        assert_eq!(
+            resolve_endpoint(&mut custom, env).unwrap().region(),
+            "eu-west-1"
+        );
+        let mut dsql = ConnectOptions::new("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws");
+        assert_eq!(
+            resolve_endpoint(&mut dsql, env).unwrap().region(),
+            "us-east-1"
+        );
+        let mut none = ConnectOptions::new("localhost");
+        assert!(resolve_endpoint(&mut none, |_| None).is_err());
+    }
+
+    #[test]
+    fn at_parsing() {
+        assert_eq!(
+            parse_at("2024-01-01T00:00:00Z").unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200)
+        );
+        assert_eq!(
+            parse_at("2024-01-01T01:00:00+01:00").unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_704_067_200)
+        );
+        assert!(parse_at("yesterday").is_err());
+        assert!(parse_at("1960-01-01T00:00:00Z").is_err());
+    }
 }

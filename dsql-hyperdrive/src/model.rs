@@ -4,9 +4,9 @@ use crate::secret::Secret;
 
 /// A configuration's origin. Every field is optional because the API answers with three shapes
 /// (public host, Cloudflare Access, VPC service) and a PATCH sends only the fields it changes.
-/// Responses never carry `password` or `access_client_secret`.
+/// Responses never carry `password` or `access_client_secret`. Build one with struct-update
+/// syntax from `Origin::default()`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
 pub struct Origin {
     /// `postgres`, `postgresql` or `mysql`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,9 @@ pub(crate) struct GatewayCerts {
 
 impl std::fmt::Debug for GatewayCerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GatewayCerts").field("chain_len", &self.chain.len()).finish_non_exhaustive()
+        f.debug_struct("GatewayCerts")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -23,10 +25,18 @@ pub(crate) fn generate(region: &str) -> Result<GatewayCerts, Error> {
     let err = |e: rcgen::Error| Error::Certificate(e.to_string());
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.distinguished_name.push(DnType::CommonName, "dsql-local CA");
-    ca_params.distinguished_name.push(DnType::OrganizationName, "dsql-local (testing only)");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "dsql-local CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "dsql-local (testing only)");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
 
     let names = vec![
@@ -37,9 +47,14 @@ pub(crate) fn generate(region: &str) -> Result<GatewayCerts, Error> {
     ];
     let server_key = KeyPair::generate().map_err(err)?;
     let mut params = CertificateParams::new(names).map_err(err)?;
-    params.distinguished_name.push(DnType::CommonName, format!("*.dsql.{region}.on.aws"));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("*.dsql.{region}.on.aws"));
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let issuer = Issuer::from_params(&ca_params, &ca_key);
     let server_cert = params.signed_by(&server_key, &issuer).map_err(err)?;

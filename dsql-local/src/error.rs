@@ -28,7 +28,9 @@ pub enum Error {
         detail: String,
     },
     /// The upstream URL could not be used.
-    #[error("invalid upstream URL: {0}; expected postgres://[user[:password]@]host[:port][/database]")]
+    #[error(
+        "invalid upstream URL: {0}; expected postgres://[user[:password]@]host[:port][/database]"
+    )]
     InvalidUpstream(String),
     /// A builder option was out of range.
     #[error("invalid configuration: {0}")]
@@ -64,6 +66,9 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

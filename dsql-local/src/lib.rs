@@ -1,1 +1,573 @@
-//! (being written)
+//! A local stand-in for an Aurora DSQL cluster: a TLS gateway that verifies IAM tokens, in front
+//! of a real PostgreSQL started from the system's binaries.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), dsql_local::Error> {
+//! let dsql = dsql_local::LocalDsql::start().await?;
+//! println!("connect to {} (sign tokens for {}, CA {})", dsql.address(), dsql.host(), dsql.ca_path().display());
+//! # Ok(()) }
+//! ```
+//!
+//! What the gateway does, like DSQL:
+//! - TLS only (SSLRequest or direct TLS with ALPN `postgresql`), SNI required; the CA that signs
+//!   its certificate (for `*.dsql.<region>.on.aws`, `localhost`, `127.0.0.1`, `::1`) is written
+//!   to [`LocalDsql::ca_path`] for clients' `sslrootcert`.
+//! - The password must be an IAM token for the accepted credentials ([`LocalDsql::credentials`]):
+//!   SigV4 signature, access key, session token, region, service `dsql`, `DbConnectAdmin` for
+//!   `admin` and `DbConnect` otherwise, signed host equal to the SNI host, not expired, not from
+//!   the future, expiry at most 7 days. Refusals read `unable to accept connection, access
+//!   denied`; the reason is only in the log (target `dsql_local`) and in [`LocalDsql::counters`].
+//! - Limits: maximum connection age, new-connection rate (53400), open connections (53300).
+//! - Serialization failures (the upstream runs at repeatable read) reach the client as SQLSTATE
+//!   40001 `change conflicts with another transaction, please retry: (OC000)`.
+//!
+//! Credentials default to `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` when
+//! the first two are set, else the fixed local pair [`DEFAULT_ACCESS_KEY_ID`] /
+//! [`DEFAULT_SECRET_ACCESS_KEY`].
+#![deny(missing_docs)]
+
+mod certs;
+mod counters;
+mod error;
+mod gateway;
+mod postgres;
+mod token_verifier;
+mod wire;
+
+pub use counters::{Counters, RefusalReason};
+pub use error::Error;
+
+use gateway::{Shared, TokenBucket};
+use postgres::{TempPostgres, UpstreamTarget};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+use token_verifier::AcceptedCredentials;
+
+/// The access key id accepted when none is configured and the AWS environment variables are unset.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIDLOCALDSQLEXAMPLE";
+/// The secret key paired with [`DEFAULT_ACCESS_KEY_ID`]. Not an AWS secret: for local testing only.
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "dsql-local-secret-key-for-testing-only";
+/// The cluster id in [`LocalDsql::host`] unless [`LocalDsqlBuilder::cluster_id`] sets another.
+pub const DEFAULT_CLUSTER_ID: &str = "localdsqlclusterid00000000";
+/// The region unless [`LocalDsqlBuilder::region`] sets another.
+pub const DEFAULT_REGION: &str = "us-east-1";
+/// DSQL's maximum connection duration.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
+/// DSQL's new-connection rate quota: 100 per second, burst 1000.
+pub const DEFAULT_RATE_LIMIT: (u32, u32) = (100, 1000);
+/// DSQL's connection quota.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// The CA file's name inside the TLS directory.
+pub const CA_FILE_NAME: &str = "dsql-local-ca.pem";
+
+/// Options for [`LocalDsql`]; start with [`LocalDsql::builder`].
+#[derive(Clone)]
+pub struct LocalDsqlBuilder {
+    region: String,
+    cluster_id: String,
+    credentials: Option<AcceptedCredentials>,
+    upstream: Option<String>,
+    max_connection_age: Duration,
+    rate_limit: (u32, u32),
+    max_connections: u32,
+    port: u16,
+    tls_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LocalDsqlBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDsqlBuilder")
+            .field("region", &self.region)
+            .field("cluster_id", &self.cluster_id)
+            .field("credentials", &self.credentials)
+            .field(
+                "upstream",
+                &self
+                    .upstream
+                    .as_ref()
+                    .map(|_| "** set (may hold a password) **"),
+            )
+            .field("max_connection_age", &self.max_connection_age)
+            .field("rate_limit", &self.rate_limit)
+            .field("max_connections", &self.max_connections)
+            .field("port", &self.port)
+            .field("tls_dir", &self.tls_dir)
+            .finish()
+    }
+}
+
+impl Default for LocalDsqlBuilder {
+    fn default() -> Self {
+        LocalDsqlBuilder {
+            region: DEFAULT_REGION.into(),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            credentials: None,
+            upstream: None,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            port: 0,
+            tls_dir: None,
+        }
+    }
+}
+
+impl LocalDsqlBuilder {
+    /// The cluster's region (default `us-east-1`): tokens must be signed for it.
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// The 26-character cluster id in [`LocalDsql::host`] (default [`DEFAULT_CLUSTER_ID`]).
+    pub fn cluster_id(mut self, id: impl Into<String>) -> Self {
+        self.cluster_id = id.into();
+        self
+    }
+
+    /// The one key pair (and session token, for temporary credentials) the gateway accepts.
+    pub fn credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
+        self.credentials = Some(AcceptedCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+            session_token,
+        });
+        self
+    }
+
+    /// Use this PostgreSQL (`postgres://[user[:password]@]host[:port][/database]`) instead of
+    /// starting a temporary one. Clients log in upstream as themselves; the URL's password answers
+    /// a password request, its user and database serve [`LocalDsql::create_role`].
+    pub fn upstream(mut self, url: impl Into<String>) -> Self {
+        self.upstream = Some(url.into());
+        self
+    }
+
+    /// Close connections this long after they open (default 3600 s, DSQL's limit).
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.max_connection_age = age;
+        self
+    }
+
+    /// New connections per second and burst size (default 100/s, burst 1000, DSQL's quota).
+    pub fn rate_limit(mut self, per_sec: u32, burst: u32) -> Self {
+        self.rate_limit = (per_sec, burst);
+        self
+    }
+
+    /// Open connections allowed at once (default 10,000, DSQL's quota).
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// The gateway's port on 127.0.0.1 (default: a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Write the CA certificate to `<dir>/dsql-local-ca.pem` (default: a temporary directory
+    /// removed with the endpoint). The directory is created if missing.
+    pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tls_dir = Some(dir.into());
+        self
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let label = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        if !label(&self.region) {
+            return Err(Error::InvalidConfig(format!(
+                "region `{}` is not a region name (lowercase letters, digits and `-`, like us-east-1)",
+                self.region
+            )));
+        }
+        if self.cluster_id.len() != 26
+            || !self
+                .cluster_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(Error::InvalidConfig(format!(
+                "cluster id `{}` must be 26 characters of a-z and 0-9",
+                self.cluster_id
+            )));
+        }
+        if self.max_connection_age.is_zero() {
+            return Err(Error::InvalidConfig(
+                "max connection age must be more than zero".into(),
+            ));
+        }
+        if self.rate_limit.0 == 0 || self.rate_limit.1 == 0 {
+            return Err(Error::InvalidConfig(
+                "rate limit needs at least 1 connection per second and a burst of at least 1"
+                    .into(),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(Error::InvalidConfig(
+                "max connections must be at least 1".into(),
+            ));
+        }
+        if let Some(c) = &self.credentials {
+            if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                return Err(Error::InvalidConfig(
+                    "the access key id and secret key must not be empty".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts PostgreSQL (unless an upstream was given) and the gateway.
+    pub async fn start(self) -> Result<LocalDsql, Error> {
+        self.validate()?;
+        let creds = self
+            .credentials
+            .clone()
+            .unwrap_or_else(credentials_from_env);
+        let mut postgres = None;
+        let upstream = match &self.upstream {
+            Some(url) => UpstreamTarget::from_url(url)?,
+            None => {
+                let pg = TempPostgres::start().await?;
+                let target = UpstreamTarget {
+                    host: "127.0.0.1".into(),
+                    port: pg.port(),
+                    socket_dir: Some(pg.socket_dir().to_owned()),
+                    password: None,
+                    admin_user: "admin".into(),
+                    admin_database: "postgres".into(),
+                };
+                postgres = Some(pg);
+                target
+            }
+        };
+
+        let certs = certs::generate(&self.region)?;
+        let (ca_dir, ca_path) = match &self.tls_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                    path: dir.clone(),
+                    source,
+                })?;
+                (None, dir.join(CA_FILE_NAME))
+            }
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("dsql-local-tls-")
+                    .tempdir()
+                    .map_err(|e| Error::io("cannot create a temporary directory for the CA", e))?;
+                let path = dir.path().join(CA_FILE_NAME);
+                (Some(dir), path)
+            }
+        };
+        std::fs::write(&ca_path, certs.ca_pem.as_bytes()).map_err(|source| Error::Write {
+            path: ca_path.clone(),
+            source,
+        })?;
+
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Certificate(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs.chain, certs.key)
+            .map_err(|e| Error::Certificate(e.to_string()))?;
+        tls.alpn_protocols = vec![b"postgresql".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on 127.0.0.1:{}", self.port), e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the listening address", e))?;
+        let host = format!("{}.dsql.{}.on.aws", self.cluster_id, self.region);
+        let (drop_all, _) = tokio::sync::watch::channel(0u64);
+        let shared = Arc::new(Shared {
+            region: self.region.clone(),
+            cluster_id: self.cluster_id.clone(),
+            host: host.clone(),
+            creds,
+            upstream,
+            max_connection_age: self.max_connection_age,
+            max_connections: self.max_connections,
+            counters: Default::default(),
+            refuse_next: AtomicU32::new(0),
+            open: AtomicU32::new(0),
+            bucket: std::sync::Mutex::new(TokenBucket::new(self.rate_limit.0, self.rate_limit.1)),
+            drop_all,
+            cancel_keys: Default::default(),
+            sessions: AtomicU64::new(0),
+        });
+        let accept_task = tokio::spawn(gateway::serve(listener, acceptor, shared.clone()));
+        tracing::info!(%address, host, region = %self.region, ca = %ca_path.display(), "dsql-local is ready");
+        Ok(LocalDsql {
+            shared,
+            address,
+            host,
+            ca_path,
+            accept_task,
+            postgres,
+            _ca_dir: ca_dir,
+        })
+    }
+}
+
+fn credentials_from_env() -> AcceptedCredentials {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+        (Some(access_key_id), Some(secret_access_key)) => AcceptedCredentials {
+            access_key_id,
+            secret_access_key,
+            session_token: var("AWS_SESSION_TOKEN"),
+        },
+        _ => AcceptedCredentials {
+            access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
+            secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
+            session_token: None,
+        },
+    }
+}
+
+/// A running local DSQL endpoint. Dropping it stops the gateway and removes the temporary
+/// PostgreSQL; [`shutdown`](Self::shutdown) does the same and reports errors.
+#[derive(Debug)]
+pub struct LocalDsql {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    host: String,
+    ca_path: PathBuf,
+    accept_task: tokio::task::JoinHandle<()>,
+    postgres: Option<TempPostgres>,
+    _ca_dir: Option<tempfile::TempDir>,
+}
+
+impl LocalDsql {
+    /// Starts with the defaults (temporary PostgreSQL, free port, us-east-1).
+    pub async fn start() -> Result<LocalDsql, Error> {
+        Self::builder().start().await
+    }
+
+    /// Options: region, credentials, upstream, limits, port, TLS directory.
+    pub fn builder() -> LocalDsqlBuilder {
+        LocalDsqlBuilder::default()
+    }
+
+    /// The DSQL-style host name `<cluster id>.dsql.<region>.on.aws`: use it for SNI and signing
+    /// (it does not resolve; connect to [`address`](Self::address), e.g. libpq's `hostaddr`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The cluster id in [`host`](Self::host).
+    pub fn cluster_id(&self) -> &str {
+        &self.shared.cluster_id
+    }
+
+    /// Where the gateway listens: 127.0.0.1 and [`port`](Self::port).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The gateway's port.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// The cluster's region.
+    pub fn region(&self) -> &str {
+        &self.shared.region
+    }
+
+    /// The CA certificate (PEM) that signed the gateway's certificate: clients' `sslrootcert`.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The credentials the gateway accepts; sign tokens with them.
+    pub fn credentials(&self) -> aws_credential_types::Credentials {
+        let c = &self.shared.creds;
+        aws_credential_types::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            c.session_token.clone(),
+            None,
+            "dsql-local",
+        )
+    }
+
+    /// A DSQL connection string for this endpoint (URL form): user `admin`, database `postgres`,
+    /// `hostaddr=127.0.0.1`, `sslmode=verify-full`, `sslrootcert=<CA>`, `region`.
+    pub fn connection_string(&self) -> String {
+        const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.');
+        let ca = self.ca_path.to_string_lossy();
+        format!(
+            "postgres://admin@{}:{}/postgres?hostaddr={}&sslmode=verify-full&sslrootcert={}&region={}",
+            self.host,
+            self.port(),
+            self.address.ip(),
+            percent_encoding::utf8_percent_encode(&ca, PATH),
+            self.region()
+        )
+    }
+
+    /// A libpq connection string straight to the upstream PostgreSQL as `admin`, bypassing the
+    /// gateway (for setup and for measuring the gateway's cost). Holds the upstream password, if any.
+    pub fn upstream_connection_string(&self) -> String {
+        let u = &self.shared.upstream;
+        let mut s = format!(
+            "host={} port={} user={} dbname={}",
+            u.host, u.port, u.admin_user, u.admin_database
+        );
+        if let Some(pw) = &u.password {
+            s.push_str(&format!(
+                " password='{}'",
+                pw.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+        s
+    }
+
+    /// The unix socket directory of the temporary PostgreSQL (None with an upstream URL).
+    pub fn postgres_socket_dir(&self) -> Option<&Path> {
+        self.postgres.as_ref().map(|p| p.socket_dir())
+    }
+
+    /// A snapshot of the accepted/refused counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters.snapshot()
+    }
+
+    /// Closes every open client connection now (and their upstream sessions), as a network
+    /// failure or a DSQL restart would. New connections are accepted as usual.
+    pub fn drop_all_connections(&self) {
+        self.shared.drop_all.send_modify(|g| *g += 1);
+    }
+
+    /// Refuses the next `n` authentications (access denied, counted as [`RefusalReason::Injected`]).
+    pub fn refuse_next_authentications(&self, n: u32) {
+        self.shared.refuse_next.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Creates a login role (if missing) that may use and create in schema `public`, so a
+    /// non-admin user can connect with a `DbConnect` token.
+    pub async fn create_role(&self, name: &str) -> Result<(), Error> {
+        if name.is_empty() || name.len() > 63 || name.contains('\0') {
+            return Err(Error::InvalidConfig(format!(
+                "role name {name:?} must be 1 to 63 bytes without NUL"
+            )));
+        }
+        let ident = format!("\"{}\"", name.replace('"', "\"\""));
+        let literal = format!("'{}'", name.replace('\'', "''"));
+        let sql = format!(
+            "DO $dsql_local$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal}) THEN \
+             CREATE ROLE {ident} LOGIN; END IF; END $dsql_local$; \
+             GRANT USAGE, CREATE ON SCHEMA public TO {ident};"
+        );
+        admin::simple_query(&self.shared.upstream, &sql)
+            .await
+            .map_err(|e| match e {
+                admin::AdminError::Server(message) => Error::Upstream {
+                    what: format!("create role {name}"),
+                    message,
+                },
+                admin::AdminError::Io(source) => {
+                    Error::io("cannot reach the upstream PostgreSQL", source)
+                }
+            })
+    }
+
+    /// Stops the gateway and the temporary PostgreSQL and removes its directory.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        self.accept_task.abort();
+        self.drop_all_connections();
+        match self.postgres.take() {
+            Some(mut pg) => pg.stop().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LocalDsql {
+    fn drop(&mut self) {
+        self.accept_task.abort();
+        self.drop_all_connections();
+        // TempPostgres's own Drop stops the server and removes the directory.
+    }
+}
+
+mod admin {
+    //! One-off administrative statements on the upstream, over the simple query protocol.
+
+    use crate::postgres::UpstreamTarget;
+    use crate::wire;
+    use bytes::BytesMut;
+    use tokio::io::AsyncWriteExt;
+
+    pub(crate) enum AdminError {
+        Server(String),
+        Io(std::io::Error),
+    }
+
+    impl From<std::io::Error> for AdminError {
+        fn from(e: std::io::Error) -> Self {
+            AdminError::Io(e)
+        }
+    }
+
+    pub(crate) async fn simple_query(target: &UpstreamTarget, sql: &str) -> Result<(), AdminError> {
+        let params = vec![
+            ("user".to_owned(), target.admin_user.clone()),
+            ("database".to_owned(), target.admin_database.clone()),
+            ("application_name".to_owned(), "dsql-local".to_owned()),
+        ];
+        let (mut up, mut buf) = match crate::gateway::login(target, &params).await? {
+            Ok(x) => x,
+            Err(error_body) => return Err(AdminError::Server(error_body)),
+        };
+        // The login's own messages end with ReadyForQuery; only then send the query.
+        loop {
+            match wire::read_message(&mut up, &mut buf, 1 << 24).await? {
+                Some((b'E', body)) => return Err(AdminError::Server(wire::error_text(&body))),
+                Some((b'Z', _)) => break,
+                Some(_) => {}
+                None => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            }
+        }
+        let mut q = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut q)?;
+        up.write_all(&q).await?;
+        let mut error = None;
+        loop {
+            match wire::read_message(&mut up, &mut buf, 1 << 24).await? {
+                Some((b'E', body)) => error = Some(wire::error_text(&body)),
+                Some((b'Z', _)) => break,
+                Some(_) => {}
+                None => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            }
+        }
+        let _ = up.write_all(&wire::message(b'X', &[])).await;
+        match error {
+            Some(e) => Err(AdminError::Server(e)),
+            None => Ok(()),
+        }
+    }
+}

@@ -15,7 +15,8 @@ pub(crate) const MAX_EXPIRES_SECS: u64 = 604_800;
 /// How far in the future `X-Amz-Date` may be (client clocks run ahead a little).
 pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
 /// SHA-256 of the empty payload: DSQL tokens sign a GET with no body.
-const EMPTY_PAYLOAD_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const EMPTY_PAYLOAD_SHA256: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// The one set of credentials the gateway accepts. Debug never shows the secret or session token.
 #[derive(Clone)]
@@ -30,7 +31,10 @@ impl std::fmt::Debug for AcceptedCredentials {
         f.debug_struct("AcceptedCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"** redacted **")
-            .field("session_token", &self.session_token.as_ref().map(|_| "** redacted **"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "** redacted **"),
+            )
             .finish()
     }
 }
@@ -57,7 +61,10 @@ struct Parsed<'a> {
 
 impl Parsed<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -130,7 +137,20 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
     let (hour, minute, second) = (num(9..11)?, num(11..13)?, num(13..15)?);
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in_month = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if year < 1970 || !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -147,7 +167,9 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second);
-    u64::try_from(secs).ok().map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> Result<HmacSha256, RefusalReason> {
@@ -179,7 +201,14 @@ pub(crate) fn verify(
     // Credential scope: <access key>/<yyyymmdd>/<region>/<service>/aws4_request.
     let credential = get("X-Amz-Credential")?;
     let scope: Vec<&str> = credential.split('/').collect();
-    let [access_key, scope_date, scope_region, scope_service, terminator] = scope[..] else {
+    let [
+        access_key,
+        scope_date,
+        scope_region,
+        scope_service,
+        terminator,
+    ] = scope[..]
+    else {
         return Err(RefusalReason::Malformed);
     };
     if terminator != "aws4_request" || scope_date != &amz_date[..8] {
@@ -202,7 +231,11 @@ pub(crate) fn verify(
     if get("X-Amz-SignedHeaders")? != "host" {
         return Err(RefusalReason::Malformed);
     }
-    let want_action = if expect.user == "admin" { "DbConnectAdmin" } else { "DbConnect" };
+    let want_action = if expect.user == "admin" {
+        "DbConnectAdmin"
+    } else {
+        "DbConnect"
+    };
     if get("Action")? != want_action {
         return Err(RefusalReason::WrongAction);
     }
@@ -227,9 +260,12 @@ pub(crate) fn verify(
         return Err(RefusalReason::Expired);
     }
 
-    let signature = hex::decode(get("X-Amz-Signature")?).map_err(|_| RefusalReason::BadSignature)?;
+    let signature =
+        hex::decode(get("X-Amz-Signature")?).map_err(|_| RefusalReason::BadSignature)?;
     let expected = string_to_sign_mac(&parsed, creds, amz_date, scope_date, scope_region)?;
-    expected.verify_slice(&signature).map_err(|_| RefusalReason::BadSignature)
+    expected
+        .verify_slice(&signature)
+        .map_err(|_| RefusalReason::BadSignature)
 }
 
 /// Builds the canonical request and string to sign, and returns the keyed MAC over the latter.
@@ -252,15 +288,25 @@ fn string_to_sign_mac(
         })
         .collect();
     query.sort();
-    let canonical_query = query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
-    let canonical_request =
-        format!("GET\n/\n{canonical_query}\nhost:{}\n\nhost\n{EMPTY_PAYLOAD_SHA256}", parsed.host.trim());
+    let canonical_query = query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical_request = format!(
+        "GET\n/\n{canonical_query}\nhost:{}\n\nhost\n{EMPTY_PAYLOAD_SHA256}",
+        parsed.host.trim()
+    );
     let scope = format!("{date}/{region}/dsql/aws4_request");
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(canonical_request.as_bytes()))
     );
-    let k_date = hmac(format!("AWS4{}", creds.secret_access_key).as_bytes(), date.as_bytes())?.finalize();
+    let k_date = hmac(
+        format!("AWS4{}", creds.secret_access_key).as_bytes(),
+        date.as_bytes(),
+    )?
+    .finalize();
     let k_region = hmac(&k_date.into_bytes(), region.as_bytes())?.finalize();
     let k_service = hmac(&k_region.into_bytes(), b"dsql")?.finalize();
     let k_signing = hmac(&k_service.into_bytes(), b"aws4_request")?.finalize();
@@ -298,13 +344,32 @@ mod tests {
         } else {
             UNIX_EPOCH + Duration::from_secs(AT - now_offset.unsigned_abs())
         };
-        Expectation { user, host: HOST, region: "us-east-1", now }
+        Expectation {
+            user,
+            host: HOST,
+            region: "us-east-1",
+            now,
+        }
     }
 
     #[test]
     fn accepts_the_published_aws_sdk_vectors() {
-        assert_eq!(verify(&token("DbConnect", SIG_CONNECT), &creds(), &expect("app", 10)), Ok(()));
-        assert_eq!(verify(&token("DbConnectAdmin", SIG_ADMIN), &creds(), &expect("admin", 10)), Ok(()));
+        assert_eq!(
+            verify(
+                &token("DbConnect", SIG_CONNECT),
+                &creds(),
+                &expect("app", 10)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify(
+                &token("DbConnectAdmin", SIG_ADMIN),
+                &creds(),
+                &expect("admin", 10)
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -322,30 +387,69 @@ mod tests {
         let admin = token("DbConnectAdmin", SIG_ADMIN);
         let mut tampered = SIG_ADMIN.to_owned();
         tampered.replace_range(0..1, "3");
-        assert_eq!(verify(&token("DbConnectAdmin", &tampered), &c, &expect("admin", 0)), Err(RefusalReason::BadSignature));
-        let wrong_secret = AcceptedCredentials { secret_access_key: "other".into(), ..creds() };
-        assert_eq!(verify(&admin, &wrong_secret, &expect("admin", 0)), Err(RefusalReason::BadSignature));
-        let other_key = AcceptedCredentials { access_key_id: "AKIDOTHER".into(), ..creds() };
-        assert_eq!(verify(&admin, &other_key, &expect("admin", 0)), Err(RefusalReason::UnknownAccessKey));
-        let with_session = AcceptedCredentials { session_token: Some("tok".into()), ..creds() };
-        assert_eq!(verify(&admin, &with_session, &expect("admin", 0)), Err(RefusalReason::WrongSessionToken));
+        assert_eq!(
+            verify(&token("DbConnectAdmin", &tampered), &c, &expect("admin", 0)),
+            Err(RefusalReason::BadSignature)
+        );
+        let wrong_secret = AcceptedCredentials {
+            secret_access_key: "other".into(),
+            ..creds()
+        };
+        assert_eq!(
+            verify(&admin, &wrong_secret, &expect("admin", 0)),
+            Err(RefusalReason::BadSignature)
+        );
+        let other_key = AcceptedCredentials {
+            access_key_id: "AKIDOTHER".into(),
+            ..creds()
+        };
+        assert_eq!(
+            verify(&admin, &other_key, &expect("admin", 0)),
+            Err(RefusalReason::UnknownAccessKey)
+        );
+        let with_session = AcceptedCredentials {
+            session_token: Some("tok".into()),
+            ..creds()
+        };
+        assert_eq!(
+            verify(&admin, &with_session, &expect("admin", 0)),
+            Err(RefusalReason::WrongSessionToken)
+        );
         let mut e = expect("admin", 0);
         e.region = "eu-west-1";
         assert_eq!(verify(&admin, &c, &e), Err(RefusalReason::WrongRegion));
-        assert_eq!(verify(&admin, &c, &expect("app", 0)), Err(RefusalReason::WrongAction));
+        assert_eq!(
+            verify(&admin, &c, &expect("app", 0)),
+            Err(RefusalReason::WrongAction)
+        );
         let connect = token("DbConnect", SIG_CONNECT);
-        assert_eq!(verify(&connect, &c, &expect("admin", 0)), Err(RefusalReason::WrongAction));
+        assert_eq!(
+            verify(&connect, &c, &expect("admin", 0)),
+            Err(RefusalReason::WrongAction)
+        );
         let mut e = expect("admin", 0);
         e.host = "other.dsql.us-east-1.on.aws";
         assert_eq!(verify(&admin, &c, &e), Err(RefusalReason::HostMismatch));
-        assert_eq!(verify(&admin, &c, &expect("admin", 450)), Err(RefusalReason::Expired));
+        assert_eq!(
+            verify(&admin, &c, &expect("admin", 450)),
+            Err(RefusalReason::Expired)
+        );
         assert_eq!(verify(&admin, &c, &expect("admin", 449)), Ok(()));
         assert_eq!(verify(&admin, &c, &expect("admin", -300)), Ok(()));
-        assert_eq!(verify(&admin, &c, &expect("admin", -301)), Err(RefusalReason::FutureDated));
+        assert_eq!(
+            verify(&admin, &c, &expect("admin", -301)),
+            Err(RefusalReason::FutureDated)
+        );
         let long = admin.replace("X-Amz-Expires=450", "X-Amz-Expires=604801");
-        assert_eq!(verify(&long, &c, &expect("admin", 0)), Err(RefusalReason::ExpiryTooLong));
+        assert_eq!(
+            verify(&long, &c, &expect("admin", 0)),
+            Err(RefusalReason::ExpiryTooLong)
+        );
         let service = admin.replace("%2Fdsql%2F", "%2Frds-db%2F");
-        assert_eq!(verify(&service, &c, &expect("admin", 0)), Err(RefusalReason::WrongService));
+        assert_eq!(
+            verify(&service, &c, &expect("admin", 0)),
+            Err(RefusalReason::WrongService)
+        );
     }
 
     #[test]
@@ -357,12 +461,18 @@ mod tests {
             "not a token".into(),
             format!("{HOST}/?"),
             format!("{HOST}/?Action"),
-            admin.replace("X-Amz-Algorithm=AWS4-HMAC-SHA256", "X-Amz-Algorithm=AWS4-HMAC-SHA1"),
+            admin.replace(
+                "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+                "X-Amz-Algorithm=AWS4-HMAC-SHA1",
+            ),
             admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240827"),
             admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240228T000000Z"),
             admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240230T000000Z"),
             admin.replace("%2Faws4_request", "%2Faws5_request"),
-            admin.replace("X-Amz-SignedHeaders=host", "X-Amz-SignedHeaders=host%3Bx-amz-date"),
+            admin.replace(
+                "X-Amz-SignedHeaders=host",
+                "X-Amz-SignedHeaders=host%3Bx-amz-date",
+            ),
             admin.replace("X-Amz-Expires=450", "X-Amz-Expires=0"),
             admin.replace("X-Amz-Expires=450", "X-Amz-Expires=-1"),
             format!("{admin}&Action=DbConnect"),
@@ -373,36 +483,73 @@ mod tests {
             assert!(got.is_err(), "accepted {bad:?}");
         }
         let huge = admin.replace("X-Amz-Expires=450", "X-Amz-Expires=99999999999999999999999");
-        assert_eq!(verify(&huge, &c, &expect("admin", 0)), Err(RefusalReason::ExpiryTooLong));
+        assert_eq!(
+            verify(&huge, &c, &expect("admin", 0)),
+            Err(RefusalReason::ExpiryTooLong)
+        );
         let bad_hex = token("DbConnectAdmin", "zz");
-        assert_eq!(verify(&bad_hex, &c, &expect("admin", 0)), Err(RefusalReason::BadSignature));
+        assert_eq!(
+            verify(&bad_hex, &c, &expect("admin", 0)),
+            Err(RefusalReason::BadSignature)
+        );
     }
 
     #[test]
     fn the_signed_host_is_compared_normalised() {
-        assert_eq!(normalize_host("PECCY.dsql.us-east-1.on.aws.:443"), "peccy.dsql.us-east-1.on.aws");
+        assert_eq!(
+            normalize_host("PECCY.dsql.us-east-1.on.aws.:443"),
+            "peccy.dsql.us-east-1.on.aws"
+        );
         assert_eq!(normalize_host("Peccy.Dsql.US-EAST-1.on.aws."), HOST);
         // The signature covers the host as written, so a re-cased host breaks it.
         let upper = token("DbConnectAdmin", SIG_ADMIN).replacen("peccy", "PECCY", 1);
-        assert_eq!(verify(&upper, &creds(), &expect("admin", 0)), Err(RefusalReason::BadSignature));
+        assert_eq!(
+            verify(&upper, &creds(), &expect("admin", 0)),
+            Err(RefusalReason::BadSignature)
+        );
     }
 
     #[test]
     fn amz_dates_parse_exactly() {
-        assert_eq!(parse_amz_date("20240827T000000Z"), Some(UNIX_EPOCH + Duration::from_secs(AT)));
+        assert_eq!(
+            parse_amz_date("20240827T000000Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(AT))
+        );
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(UNIX_EPOCH));
-        assert_eq!(parse_amz_date("20240229T235959Z"), Some(UNIX_EPOCH + Duration::from_secs(1_709_251_199)));
-        assert_eq!(parse_amz_date("20231231T235959Z"), Some(UNIX_EPOCH + Duration::from_secs(1_704_067_199)));
-        for bad in ["20230229T000000Z", "20241301T000000Z", "20240101T240000Z", "2024010lT000000Z", "20240101 000000Z", "+0240101T000000Z"] {
+        assert_eq!(
+            parse_amz_date("20240229T235959Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_709_251_199))
+        );
+        assert_eq!(
+            parse_amz_date("20231231T235959Z"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_704_067_199))
+        );
+        for bad in [
+            "20230229T000000Z",
+            "20241301T000000Z",
+            "20240101T240000Z",
+            "2024010lT000000Z",
+            "20240101 000000Z",
+            "+0240101T000000Z",
+        ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn debug_redacts_secrets() {
-        let c = AcceptedCredentials { session_token: Some("SESSIONTOKEN".into()), ..creds() };
+        let c = AcceptedCredentials {
+            session_token: Some("SESSIONTOKEN".into()),
+            ..creds()
+        };
         let s = format!("{c:?}");
-        assert!(!s.contains("secret") || s.contains("secret_access_key"), "{s}");
-        assert!(!s.contains("\"secret\"") && !s.contains("SESSIONTOKEN"), "{s}");
+        assert!(
+            !s.contains("secret") || s.contains("secret_access_key"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("\"secret\"") && !s.contains("SESSIONTOKEN"),
+            "{s}"
+        );
     }
 }

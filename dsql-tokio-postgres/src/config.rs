@@ -82,10 +82,11 @@ impl Config {
         Self::with_endpoint(options, endpoint)
     }
 
+
     /// Parses a connection string, taking values it leaves out from the environment
     /// (`PGHOST`, `PGUSER`, `PGPORT`, `PGDATABASE`, `AWS_REGION`, as [`ConnectOptions`] documents).
     pub fn from_env_and_str(s: &str) -> Result<Self, Error> {
-        let options = ConnectOptions::parse_with_env(s, |key| std::env::var(key).ok()).map_err(Error::from_core)?;
+        let options = ConnectOptions::from_env_and_str(s).map_err(Error::from_core)?;
         Config::new(options)
     }
 
@@ -97,22 +98,7 @@ impl Config {
     }
 
     fn with_endpoint(options: ConnectOptions, endpoint: Endpoint) -> Result<Self, Error> {
-        let signing = SigningParams::new(endpoint.sign_host(), endpoint.region(), options.action())
-            .and_then(|p| p.with_expires_in(options.token_duration))
-            .map_err(Error::from_core)?;
-
-        if endpoint.needs_cluster_id_option() && options.sslmode == SslMode::VerifyFull {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "sslmode=verify-full cannot check host {} when connecting through it for cluster {}: \
-                     the certificate does not name that host. Use sslmode=verify-ca (the chain is still \
-                     verified) or connect with the cluster's DSQL hostname",
-                    endpoint.connect_host(),
-                    endpoint.sign_host()
-                ),
-            ));
-        }
+        let signing = options.signing_params().map_err(Error::from_core)?;
 
         let mut pg = tokio_postgres::Config::new();
         pg.host(endpoint.connect_host())
@@ -124,7 +110,7 @@ impl Config {
             .ssl_mode(tokio_postgres::config::SslMode::Require)
             .ssl_negotiation(match options.sslnegotiation {
                 SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
-                _ => tokio_postgres::config::SslNegotiation::Postgres,
+                SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
             });
         if let Some(addr) = &options.hostaddr {
             let ip: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {

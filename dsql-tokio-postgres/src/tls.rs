@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use dsql_auth_core::{SslMode, SslNegotiation};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -88,14 +88,6 @@ impl MakeDsqlTls {
                         .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
                         .with_no_client_auth()
                 }
-            }
-            // SslMode is non-exhaustive: a mode this crate does not know is refused, never weakened.
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!("sslmode {other:?} is not supported: use verify-full, verify-ca or require"),
-                ));
             }
         };
         if negotiation == SslNegotiation::Direct {
@@ -256,10 +248,10 @@ impl ServerCertVerifier for NoVerification {
     }
 }
 
-/// A TLS failure, with advice on what to change. Distinct type so `connect` can tell a TLS
-/// failure from a network one inside tokio-postgres' error.
+/// A TLS failure, with advice on what to change. (A type of its own so [`connect`](crate::connect)
+/// can tell a TLS failure from a network one inside tokio-postgres' error.)
 #[derive(Debug)]
-pub(crate) struct TlsError {
+pub struct TlsError {
     message: String,
     source: io::Error,
 }

@@ -1,0 +1,205 @@
+//! [`DsqlConnectionManager`]: bb8's hook, connecting through dsql-tokio-postgres.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dsql_tokio_postgres::tokio_postgres::Client;
+use dsql_tokio_postgres::{Config, ErrorKind};
+use tokio::sync::watch;
+
+use crate::error::Error;
+
+/// Default maximum connection lifetime: 55 minutes, under DSQL's 60-minute limit.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// Default lifetime jitter: each connection lives between 90% and 100% of the maximum, so
+/// connections opened together are not all replaced together.
+pub const DEFAULT_LIFETIME_JITTER: f64 = 0.1;
+
+/// A connect failure as seen by waiting callers; `seq` tells new failures from old ones.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Failure {
+    pub(crate) seq: u64,
+    pub(crate) error: Option<Arc<dsql_tokio_postgres::Error>>,
+}
+
+pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
+
+/// A [`bb8::ManageConnection`] for DSQL: every new connection is opened with
+/// [`dsql_tokio_postgres::connect`], so it authenticates with a token that is valid right then,
+/// and connect refusals (53400, 53300) are retried with the configuration's policy.
+///
+/// Each connection gets its own lifetime, drawn between `max_lifetime × (1 − jitter)` and
+/// `max_lifetime`; past it the connection fails `is_valid` and `has_broken` and bb8 replaces it.
+/// Validation (bb8's `test_on_check_out`) is an empty query, one round trip.
+///
+/// Usable with a plain [`bb8::Builder`]; [`Pool`](crate::Pool) adds DSQL defaults and reports
+/// connect failures to waiting callers instead of a timeout.
+#[derive(Clone)]
+pub struct DsqlConnectionManager {
+    config: Config,
+    max_lifetime: Option<Duration>,
+    lifetime_jitter: f64,
+    failures: FailureSender,
+}
+
+impl fmt::Debug for DsqlConnectionManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DsqlConnectionManager")
+            .field("config", &self.config)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("lifetime_jitter", &self.lifetime_jitter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DsqlConnectionManager {
+    /// A manager for `config`, with lifetime [`DEFAULT_MAX_LIFETIME`] and jitter
+    /// [`DEFAULT_LIFETIME_JITTER`].
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
+            failures: Arc::new(watch::Sender::new(Failure::default())),
+        }
+    }
+
+    /// Sets the maximum lifetime of each connection (`None`: unlimited, which DSQL does not
+    /// allow past 60 minutes) and the jitter, a fraction in `[0, 1)` by which each connection's
+    /// lifetime may be shorter.
+    pub fn with_lifetime(mut self, max_lifetime: Option<Duration>, jitter: f64) -> Result<Self, Error> {
+        if !(0.0..1.0).contains(&jitter) {
+            return Err(Error::Config(format!(
+                "lifetime jitter {jitter} is out of range: give a fraction in [0, 1), e.g. 0.1 for lifetimes between 90% and 100% of the maximum"
+            )));
+        }
+        if max_lifetime == Some(Duration::ZERO) {
+            return Err(Error::Config(
+                "max_lifetime of 0 would retire every connection at once: give a positive duration (DSQL default 55 min)"
+                    .to_owned(),
+            ));
+        }
+        self.max_lifetime = max_lifetime;
+        self.lifetime_jitter = jitter;
+        Ok(self)
+    }
+
+    /// The connection configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The maximum connection lifetime.
+    pub fn max_lifetime(&self) -> Option<Duration> {
+        self.max_lifetime
+    }
+
+    pub(crate) fn failures(&self) -> &FailureSender {
+        &self.failures
+    }
+
+    fn draw_lifetime(&self) -> Option<Duration> {
+        self.max_lifetime.map(|max| max.mul_f64(1.0 - self.lifetime_jitter * rand::random::<f64>()))
+    }
+}
+
+impl bb8::ManageConnection for DsqlConnectionManager {
+    type Connection = DsqlClient;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<DsqlClient, Error> {
+        match dsql_tokio_postgres::connect_spawned(&self.config).await {
+            Ok(client) => {
+                let lifetime = self.draw_lifetime();
+                Ok(DsqlClient { client, expires_at: lifetime.map(|l| Instant::now() + l) })
+            }
+            Err(err) => {
+                tracing::warn!(
+                    host = self.config.endpoint().connect_host(),
+                    kind = ?err.kind(),
+                    error = %err,
+                    "opening a pooled DSQL connection failed"
+                );
+                let err = Arc::new(err);
+                self.failures.send_modify(|f| {
+                    f.seq += 1;
+                    f.error = Some(err.clone());
+                });
+                Err(Error::Connect(err))
+            }
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut DsqlClient) -> Result<(), Error> {
+        if conn.is_expired() {
+            return Err(Error::Expired);
+        }
+        conn.client.simple_query("").await.map(|_| ()).map_err(|e| Error::Invalid(Arc::new(e)))
+    }
+
+    fn has_broken(&self, conn: &mut DsqlClient) -> bool {
+        conn.client.is_closed() || conn.is_expired()
+    }
+}
+
+/// True for connect failures that the pool retrying cannot fix: report them to waiting callers
+/// at once rather than after the connection timeout.
+pub(crate) fn is_fatal(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::AccessDenied | ErrorKind::Credentials | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Db
+    )
+}
+
+/// A pooled DSQL connection: a tokio-postgres [`Client`] (through `Deref`) and its retirement time.
+pub struct DsqlClient {
+    client: Client,
+    expires_at: Option<Instant>,
+}
+
+impl fmt::Debug for DsqlClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DsqlClient")
+            .field("closed", &self.client.is_closed())
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl DsqlClient {
+    /// When the pool retires this connection (its jittered lifetime), if it has a lifetime.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    /// True once the connection is past its lifetime.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// The tokio-postgres client (also reachable through `Deref`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The tokio-postgres client, mutably (for [`dsql_tokio_postgres::transaction_with_retry`]).
+    pub fn client_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Deref for DsqlClient {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for DsqlClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}

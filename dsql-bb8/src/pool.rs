@@ -1,0 +1,352 @@
+//! [`Pool`] and [`PoolBuilder`]: bb8 with DSQL's defaults, and connect failures reported to the
+//! caller.
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use bb8::{CustomizeConnection, ErrorSink, QueueStrategy, RunError};
+use dsql_tokio_postgres::Config;
+use tokio::sync::watch;
+
+use crate::error::Error;
+use crate::manager::{
+    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager, Failure, FailureSender, is_fatal,
+};
+
+/// Default idle timeout: idle connections beyond `min_idle` are closed after 10 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Default time a caller waits for a connection (bb8's default).
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum number of connections (bb8's default).
+pub const DEFAULT_MAX_SIZE: u32 = 10;
+
+/// A connection checked out of a [`Pool`]: bb8's own type; derefs to [`DsqlClient`] and on to
+/// tokio-postgres' `Client`. Returned to the pool when dropped.
+pub type PooledConnection<'a> = bb8::PooledConnection<'a, DsqlConnectionManager>;
+
+/// A bb8 pool of DSQL connections.
+///
+/// It derefs to [`bb8::Pool<DsqlConnectionManager>`](bb8::Pool) (state, statistics,
+/// `dedicated_connection`, `add`) and its [`get`](Pool::get) differs from bb8's in one way: when
+/// opening a connection fails in a way retrying cannot fix (access denied, TLS, credentials,
+/// configuration), waiting callers get that error at once instead of bb8's opaque timeout; and
+/// a timeout carries the last connect failure. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: bb8::Pool<DsqlConnectionManager>,
+    failures: FailureSender,
+    connection_timeout: Duration,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("state", &self.inner.state())
+            .field("connection_timeout", &self.connection_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for Pool {
+    type Target = bb8::Pool<DsqlConnectionManager>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl Pool {
+    /// A pool for `config` with DSQL's defaults (see [`PoolBuilder`]). Opens no connection yet.
+    pub async fn new(config: Config) -> Result<Pool, Error> {
+        PoolBuilder::new().build(config).await
+    }
+
+    /// A builder with DSQL's defaults.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// Checks a connection out: an idle one (validated first when `test_on_check_out`), or a new
+    /// one. Errors: [`Error::Connect`] when opening a connection fails for a reason retrying
+    /// cannot fix, reported as soon as it happens; [`Error::TimedOut`] after the connection
+    /// timeout otherwise, with the last connect failure attached.
+    pub async fn get(&self) -> Result<PooledConnection<'_>, Error> {
+        self.with_failures(self.inner.get()).await
+    }
+
+    /// [`Pool::get`], returning a connection that owns a handle to the pool (`'static`).
+    pub async fn get_owned(&self) -> Result<PooledConnection<'static>, Error> {
+        self.with_failures(self.inner.get_owned()).await
+    }
+
+    /// bb8's pool.
+    pub fn bb8(&self) -> &bb8::Pool<DsqlConnectionManager> {
+        &self.inner
+    }
+
+    /// bb8's pool, by value (its `get` reports connect failures only as a timeout).
+    pub fn into_bb8(self) -> bb8::Pool<DsqlConnectionManager> {
+        self.inner
+    }
+
+    async fn with_failures<T>(&self, get: impl Future<Output = Result<T, RunError<Error>>>) -> Result<T, Error> {
+        let mut failures = self.failures.subscribe();
+        let seen = failures.borrow_and_update().seq;
+        tokio::select! {
+            biased;
+            got = get => match got {
+                Ok(conn) => Ok(conn),
+                Err(RunError::User(err)) => Err(err),
+                Err(RunError::TimedOut) => {
+                    let current = failures.borrow();
+                    let last_connect_error = if current.seq > seen { current.error.clone() } else { None };
+                    Err(Error::TimedOut { timeout: self.connection_timeout, last_connect_error })
+                }
+            },
+            err = next_fatal(&mut failures) => Err(Error::Connect(err)),
+        }
+    }
+}
+
+async fn next_fatal(failures: &mut watch::Receiver<Failure>) -> std::sync::Arc<dsql_tokio_postgres::Error> {
+    loop {
+        if failures.changed().await.is_err() {
+            // The pool owns the sender, so this cannot happen while the pool exists; wait for the
+            // timeout branch instead of reporting something false.
+            std::future::pending::<()>().await;
+        }
+        let latest = failures.borrow_and_update().error.clone();
+        if let Some(err) = latest
+            && is_fatal(err.kind())
+        {
+            return err;
+        }
+    }
+}
+
+/// Builds a [`Pool`] with DSQL's defaults:
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | `max_lifetime` | 55 min ([`DEFAULT_MAX_LIFETIME`]) | DSQL closes connections at 60 min |
+/// | `lifetime_jitter` | 0.1 ([`DEFAULT_LIFETIME_JITTER`]) | each connection lives 49.5–55 min, so they are not replaced all at once |
+/// | `idle_timeout` | 10 min | as the official DSQL connectors |
+/// | `test_on_check_out` | true | a connection the server closed is replaced, not handed out |
+/// | `max_size` | 10 | bb8's default |
+/// | `connection_timeout` | 30 s | bb8's default; connect failures that retrying cannot fix are reported at once |
+///
+/// Every other setting is bb8's default.
+#[must_use]
+pub struct PoolBuilder {
+    max_size: u32,
+    min_idle: Option<u32>,
+    max_lifetime: Option<Duration>,
+    lifetime_jitter: f64,
+    idle_timeout: Option<Duration>,
+    connection_timeout: Duration,
+    test_on_check_out: bool,
+    retry_connection: bool,
+    reaper_rate: Option<Duration>,
+    queue_strategy: QueueStrategy,
+    error_sink: Option<Box<dyn ErrorSink<Error>>>,
+    customizer: Option<Box<dyn CustomizeConnection<DsqlClient, Error>>>,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("lifetime_jitter", &self.lifetime_jitter)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("test_on_check_out", &self.test_on_check_out)
+            .field("retry_connection", &self.retry_connection)
+            .field("reaper_rate", &self.reaper_rate)
+            .field("queue_strategy", &self.queue_strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PoolBuilder {
+    /// DSQL's defaults (see the table above).
+    pub fn new() -> Self {
+        Self {
+            max_size: DEFAULT_MAX_SIZE,
+            min_idle: None,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            test_on_check_out: true,
+            retry_connection: true,
+            reaper_rate: None,
+            queue_strategy: QueueStrategy::default(),
+            error_sink: None,
+            customizer: None,
+        }
+    }
+
+    /// Maximum number of connections (at least 1).
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Idle connections the pool keeps open (at most `max_size`).
+    pub fn min_idle(mut self, min_idle: impl Into<Option<u32>>) -> Self {
+        self.min_idle = min_idle.into();
+        self
+    }
+
+    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
+    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
+        self.max_lifetime = max_lifetime.into();
+        self
+    }
+
+    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
+    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
+        self.lifetime_jitter = jitter;
+        self
+    }
+
+    /// Close connections idle for this long (beyond `min_idle`); `None` to keep them.
+    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = idle_timeout.into();
+        self
+    }
+
+    /// How long [`Pool::get`] waits for a connection.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Validate idle connections (an empty query) before handing them out.
+    pub fn test_on_check_out(mut self, test: bool) -> Self {
+        self.test_on_check_out = test;
+        self
+    }
+
+    /// Let bb8 retry failed connection attempts in the background until the connection timeout
+    /// (default true). DSQL's connect refusals are retried by the connect itself either way.
+    pub fn retry_connection(mut self, retry: bool) -> Self {
+        self.retry_connection = retry;
+        self
+    }
+
+    /// How often bb8 looks for idle and expired connections to close (bb8's default: 30 s).
+    pub fn reaper_rate(mut self, rate: Duration) -> Self {
+        self.reaper_rate = Some(rate);
+        self
+    }
+
+    /// FIFO (default) or LIFO checkout order.
+    pub fn queue_strategy(mut self, strategy: QueueStrategy) -> Self {
+        self.queue_strategy = strategy;
+        self
+    }
+
+    /// Where bb8 sends errors no caller sees (failed background connects, failed validations).
+    /// Default: logged with `tracing` at debug level.
+    pub fn error_sink(mut self, sink: Box<dyn ErrorSink<Error>>) -> Self {
+        self.error_sink = Some(sink);
+        self
+    }
+
+    /// Runs on every new connection before it enters the pool.
+    pub fn connection_customizer(mut self, customizer: Box<dyn CustomizeConnection<DsqlClient, Error>>) -> Self {
+        self.customizer = Some(customizer);
+        self
+    }
+
+    /// Builds the pool and waits for `min_idle` connections, if any (returning the first
+    /// connect failure).
+    pub async fn build(self, config: Config) -> Result<Pool, Error> {
+        let (builder, manager, connection_timeout) = self.prepare(config)?;
+        let failures = manager.failures().clone();
+        let inner = builder.build(manager).await?;
+        Ok(Pool { inner, failures, connection_timeout })
+    }
+
+    /// Builds the pool without waiting; `min_idle` connections are opened in the background.
+    /// Must be called inside a tokio runtime.
+    pub fn build_unchecked(self, config: Config) -> Result<Pool, Error> {
+        let (builder, manager, connection_timeout) = self.prepare(config)?;
+        let failures = manager.failures().clone();
+        let inner = builder.build_unchecked(manager);
+        Ok(Pool { inner, failures, connection_timeout })
+    }
+
+    /// Validates the settings (bb8 panics on some; we return errors) and makes bb8's builder.
+    fn prepare(self, config: Config) -> Result<(bb8::Builder<DsqlConnectionManager>, DsqlConnectionManager, Duration), Error> {
+        if self.max_size == 0 {
+            return Err(Error::Config("max_size must be at least 1".to_owned()));
+        }
+        if let Some(min_idle) = self.min_idle
+            && min_idle > self.max_size
+        {
+            return Err(Error::Config(format!(
+                "min_idle ({min_idle}) is larger than max_size ({}): lower min_idle or raise max_size",
+                self.max_size
+            )));
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(Error::Config(
+                "idle_timeout of 0 would close every idle connection at once: give a positive duration or None"
+                    .to_owned(),
+            ));
+        }
+        if self.connection_timeout.is_zero() {
+            return Err(Error::Config("connection_timeout must be positive".to_owned()));
+        }
+        if self.reaper_rate == Some(Duration::ZERO) {
+            return Err(Error::Config("reaper_rate must be positive".to_owned()));
+        }
+        let manager = DsqlConnectionManager::new(config).with_lifetime(self.max_lifetime, self.lifetime_jitter)?;
+
+        // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
+        // idle connections that nobody checks out.
+        let mut builder = bb8::Pool::builder()
+            .max_size(self.max_size)
+            .min_idle(self.min_idle)
+            .max_lifetime(self.max_lifetime)
+            .idle_timeout(self.idle_timeout)
+            .connection_timeout(self.connection_timeout)
+            .test_on_check_out(self.test_on_check_out)
+            .retry_connection(self.retry_connection)
+            .queue_strategy(self.queue_strategy)
+            .error_sink(self.error_sink.unwrap_or_else(|| Box::new(TracingErrorSink)));
+        if let Some(rate) = self.reaper_rate {
+            builder = builder.reaper_rate(rate);
+        }
+        if let Some(customizer) = self.customizer {
+            builder = builder.connection_customizer(customizer);
+        }
+        Ok((builder, manager, self.connection_timeout))
+    }
+}
+
+/// The default error sink: errors no caller sees are logged at debug level. Connect failures are
+/// already logged at warn by the manager; retired and invalid connections are routine.
+#[derive(Debug, Clone, Copy)]
+struct TracingErrorSink;
+
+impl ErrorSink<Error> for TracingErrorSink {
+    fn sink(&self, error: Error) {
+        tracing::debug!(error = %error, "DSQL pool event");
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<Error>> {
+        Box::new(*self)
+    }
+}

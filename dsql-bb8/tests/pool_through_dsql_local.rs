@@ -1,0 +1,235 @@
+//! dsql-bb8 against dsql-local: a TLS gateway that verifies every IAM token, in front of a real
+//! PostgreSQL. Needs PostgreSQL's server binaries (`apt-get install postgresql`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use dsql_bb8::{Error, Pool, PoolBuilder};
+use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
+use dsql_tokio_postgres::{Config, ErrorKind, TokenProvider};
+
+/// Hang guard only: generous, never a timing assertion.
+const GUARD: Duration = Duration::from_secs(180);
+
+async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(GUARD, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} hung for {GUARD:?}"),
+    }
+}
+
+async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
+    match builder.start().await {
+        Ok(local) => local,
+        // The harness's message names the install command (`apt-get install postgresql`).
+        Err(e) => panic!("dsql-local could not start: {e}"),
+    }
+}
+
+fn config(local: &LocalDsql, extra: &str) -> Config {
+    let url = format!("{}{extra}", local.connection_string());
+    let config: Config = url.parse().unwrap_or_else(|e| panic!("connection string {url}: {e}"));
+    config.with_token_provider(TokenProvider::new(local.credentials()))
+}
+
+async fn query_once(pool: &Pool) -> Result<i32, String> {
+    let conn = pool.get().await.map_err(|e| format!("get: {e}"))?;
+    let row = conn.query_one("SELECT 1", &[]).await.map_err(|e| format!("query: {e}"))?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
+    guarded("rotation", async {
+        // Tokens live 2 s, the gateway ends connections at 3 s; the pool retires its
+        // connections (1.5-2 s lifetimes) before the gateway would, and signs a new token
+        // whenever the cached one is too close to expiry.
+        let local = start(LocalDsql::builder().max_connection_age(Duration::from_secs(3))).await;
+        let config = config(&local, "&token_duration_secs=2");
+        assert_eq!(config.signing_params().expires_in(), Duration::from_secs(2));
+        let pool = PoolBuilder::new()
+            .max_size(4)
+            .max_lifetime(Duration::from_secs(2))
+            .lifetime_jitter(0.25)
+            .build(config)
+            .await
+            .expect("pool");
+
+        let failed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let until = Instant::now() + Duration::from_secs(12);
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, failed, done) = (pool.clone(), failed.clone(), done.clone());
+                tokio::spawn(async move {
+                    while Instant::now() < until {
+                        match query_once(&pool).await {
+                            Ok(1) => done.fetch_add(1, Ordering::Relaxed),
+                            Ok(other) => panic!("SELECT 1 returned {other}"),
+                            Err(e) => {
+                                eprintln!("failed query: {e}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.expect("worker panicked");
+        }
+        let counters = local.counters();
+        assert_eq!(failed.load(Ordering::Relaxed), 0, "no query may fail");
+        assert!(done.load(Ordering::Relaxed) > 0);
+        assert_eq!(counters.refused_total(), 0, "every new connection had a valid token: {:?}", counters.refusals());
+        // 12 s with lifetimes of at most 2 s: every one of the 4 slots was refilled several times.
+        assert!(counters.accepted() >= 4 * 5, "connections were recycled: only {} accepted", counters.accepted());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_recovers_when_the_gateway_drops_every_connection_twice() {
+    guarded("drops", async {
+        let local = Arc::new(start(LocalDsql::builder()).await);
+        let pool = PoolBuilder::new().max_size(8).build(config(&local, "")).await.expect("pool");
+
+        let progress = Arc::new(AtomicU64::new(0));
+        let retried = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..16)
+            .map(|task| {
+                let (pool, progress, retried) = (pool.clone(), progress.clone(), retried.clone());
+                tokio::spawn(async move {
+                    for i in 0..300 {
+                        let value = match query_once(&pool).await {
+                            Ok(v) => v,
+                            Err(first) => {
+                                retried.fetch_add(1, Ordering::Relaxed);
+                                match query_once(&pool).await {
+                                    Ok(v) => v,
+                                    Err(second) => panic!("task {task} query {i}: retry failed: {second} (first: {first})"),
+                                }
+                            }
+                        };
+                        assert_eq!(value, 1);
+                        progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+
+        // Drop everything twice while the workers run: after a third and two thirds of the queries.
+        for mark in [1600, 3200] {
+            while progress.load(Ordering::Relaxed) < mark {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            local.drop_all_connections();
+        }
+        for w in workers {
+            w.await.expect("a query failed twice in a row");
+        }
+        assert_eq!(progress.load(Ordering::Relaxed), 16 * 300);
+        eprintln!("queries retried after the drops: {}", retried.load(Ordering::Relaxed));
+
+        // The same pool still serves, with new connections.
+        assert_eq!(query_once(&pool).await, Ok(1));
+        let counters = local.counters();
+        assert!(counters.accepted() > 8, "connections were replaced after the drops: {}", counters.accepted());
+        assert_eq!(counters.refused_total(), 0, "{:?}", counters.refusals());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_key_reaches_the_caller_as_access_denied_not_a_timeout() {
+    guarded("access denied", async {
+        let local = start(LocalDsql::builder()).await;
+        let good = local.credentials();
+        let bad = Credentials::new(good.access_key_id(), "not-the-secret", None, None, "test");
+        let config = config(&local, "").with_token_provider(TokenProvider::new(bad));
+        let pool = Pool::new(config).await.expect("pool");
+
+        // bb8 alone would answer after its 30 s connection timeout; the 10 s guard fails the
+        // test if the error is not reported when it happens.
+        let err = match tokio::time::timeout(Duration::from_secs(10), pool.get()).await {
+            Ok(Ok(_)) => panic!("a bad secret key must not connect"),
+            Ok(Err(err)) => err,
+            Err(_) => panic!("pool.get() hid the access-denied error behind a timeout"),
+        };
+        assert!(matches!(err, Error::Connect(_)), "{err:?}");
+        assert_eq!(err.kind(), Some(ErrorKind::AccessDenied), "{err}");
+        assert!(err.to_string().contains(good.access_key_id()), "{err}");
+        assert!(!format!("{err} {err:?}").contains("not-the-secret"));
+        assert!(local.counters().refused(RefusalReason::BadSignature) >= 1);
+        assert_eq!(local.counters().accepted(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occ_helper_on_pooled_connections_lands_every_increment() {
+    guarded("occ", async {
+        let local = start(LocalDsql::builder()).await;
+        let pool = PoolBuilder::new().max_size(8).build(config(&local, "")).await.expect("pool");
+        {
+            let setup = pool.get().await.expect("get");
+            setup.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL)").await.unwrap();
+            setup.execute("INSERT INTO counter VALUES (1, 0)", &[]).await.unwrap();
+        }
+        let policy = dsql_tokio_postgres::RetryPolicy { max_attempts: 500, max_elapsed: None, ..dsql_tokio_postgres::RetryPolicy::occ() };
+        let runs = Arc::new(AtomicU32::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, policy, runs) = (pool.clone(), policy.clone(), runs.clone());
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        let mut conn = pool.get().await.expect("get");
+                        let runs = &runs;
+                        dsql_tokio_postgres::transaction_with_retry(conn.client_mut(), &policy, |tx| {
+                            Box::pin(async move {
+                                runs.fetch_add(1, Ordering::Relaxed);
+                                tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[]).await
+                            })
+                        })
+                        .await
+                        .expect("increment commits");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task panicked");
+        }
+        let n: i64 = pool.get().await.unwrap().query_one("SELECT n FROM counter WHERE id = 1", &[]).await.unwrap().get(0);
+        assert_eq!(n, 400);
+        let runs = runs.load(Ordering::Relaxed);
+        assert!(runs > 400, "concurrent increments must have conflicted and been retried ({runs} runs)");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pool_settings_are_errors_not_panics() {
+    let config: Config = "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres"
+        .parse::<Config>()
+        .expect("config")
+        .with_token_provider(TokenProvider::new(Credentials::new("AKID", "secret", None, None, "test")));
+    for (builder, needle) in [
+        (PoolBuilder::new().max_size(0), "max_size"),
+        (PoolBuilder::new().max_size(2).min_idle(3), "min_idle"),
+        (PoolBuilder::new().lifetime_jitter(1.0), "jitter"),
+        (PoolBuilder::new().lifetime_jitter(f64::NAN), "jitter"),
+        (PoolBuilder::new().max_lifetime(Duration::ZERO), "max_lifetime"),
+        (PoolBuilder::new().idle_timeout(Duration::ZERO), "idle_timeout"),
+        (PoolBuilder::new().connection_timeout(Duration::ZERO), "connection_timeout"),
+    ] {
+        match builder.build(config.clone()).await {
+            Err(Error::Config(message)) => assert!(message.contains(needle), "{message}"),
+            other => panic!("expected a configuration error about {needle}, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The gateway's cost: pgbench select-only throughput straight to PostgreSQL and through the
+//! dsql-local gateway (TLS verify-full, IAM token as password), same run, same client count.
+//!
+//! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 10 --clients 4 --jobs 2]`
+//! prints one JSON line: {"direct_tps", "gateway_tps", "ratio", "clients", "jobs", "seconds"}
+//! (ratio = gateway_tps / direct_tps). Needs pgbench (`apt-get install postgresql-contrib`,
+//! part of `postgresql` on Debian).
+
+use dsql_auth_core::token::{Action, SigningParams, sign};
+use dsql_local::LocalDsql;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, SystemTime};
+
+struct Opts {
+    seconds: u32,
+    clients: u32,
+    jobs: u32,
+}
+
+fn parse_args() -> Result<Opts, String> {
+    let mut o = Opts {
+        seconds: 10,
+        clients: 4,
+        jobs: 2,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: u32 = value
+            .parse()
+            .map_err(|_| format!("{flag} {value}: give a positive whole number"))?;
+        if n == 0 {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        match flag.as_str() {
+            "--seconds" => o.seconds = n,
+            "--clients" => o.clients = n,
+            "--jobs" => o.jobs = n,
+            other => {
+                return Err(format!(
+                    "unknown option {other}; options: --seconds N --clients N --jobs N"
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn pgbench() -> Result<String, String> {
+    let candidates = ["pgbench".to_owned(), "/usr/bin/pgbench".to_owned()];
+    let mut found = candidates
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok());
+    if found.is_none() {
+        if let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") {
+            found = dirs
+                .flatten()
+                .map(|d| d.path().join("bin/pgbench"))
+                .filter(|p| p.is_file())
+                .max()
+                .map(|p| p.to_string_lossy().into_owned());
+        }
+    }
+    found.ok_or_else(|| {
+        "pgbench not found: apt-get install postgresql-contrib (or postgresql)".to_owned()
+    })
+}
+
+/// Runs pgbench and returns its standard output.
+fn run(pgbench: &str, args: &[String], password: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(pgbench);
+    cmd.args(args);
+    cmd.env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {pgbench}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench failed: {}{}",
+            stdout.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(stdout.into_owned())
+}
+
+/// The `tps = ...` figure of a pgbench run.
+fn tps(stdout: &str) -> Result<f64, String> {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no `tps = ` line in pgbench's output:\n{stdout}"))
+}
+
+async fn bench(o: &Opts) -> Result<String, String> {
+    let pgbench = pgbench()?;
+    let dsql = LocalDsql::builder()
+        // pgbench opens all clients at once; keep the rate limit out of the measurement.
+        .rate_limit(1000, 1000)
+        .start()
+        .await
+        .map_err(|e| e.to_string())?;
+    let direct = dsql.upstream_connection_string();
+    let init = vec![
+        "-i".into(),
+        "-q".into(),
+        "-s".into(),
+        "1".into(),
+        direct.clone(),
+    ];
+    run(&pgbench, &init, None)?;
+
+    let params = SigningParams::new(dsql.host(), dsql.region(), Action::DbConnectAdmin)
+        .and_then(|p| p.with_expires_in(Duration::from_secs(3600)))
+        .map_err(|e| e.to_string())?;
+    let token = sign(&params, &dsql.credentials(), SystemTime::now()).map_err(|e| e.to_string())?;
+    let gateway = format!(
+        "host={} hostaddr={} port={} user=admin dbname=postgres sslmode=verify-full sslrootcert={}",
+        dsql.host(),
+        dsql.address().ip(),
+        dsql.port(),
+        dsql.ca_path().display()
+    );
+    let load = |conninfo: &str| -> Vec<String> {
+        vec![
+            "-S".into(),
+            "-n".into(),
+            "-c".into(),
+            o.clients.to_string(),
+            "-j".into(),
+            o.jobs.to_string(),
+            "-T".into(),
+            o.seconds.to_string(),
+            conninfo.into(),
+        ]
+    };
+    let direct_tps = tps(&run(&pgbench, &load(&direct), None)?)?;
+    let gateway_tps = tps(&run(&pgbench, &load(&gateway), Some(token.as_str()))?)?;
+    let counters = dsql.counters();
+    if counters.accepted() < u64::from(o.clients) || counters.refused_total() != 0 {
+        return Err(format!(
+            "the gateway run did not authenticate every client: {counters:?}"
+        ));
+    }
+    dsql.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{{\"direct_tps\":{direct_tps:.1},\"gateway_tps\":{gateway_tps:.1},\"ratio\":{:.4},\"clients\":{},\"jobs\":{},\"seconds\":{}}}",
+        gateway_tps / direct_tps,
+        o.clients,
+        o.jobs,
+        o.seconds
+    ))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match parse_args() {
+        Ok(o) => bench(&o).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgbench_gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

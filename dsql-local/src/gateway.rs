@@ -1,0 +1,682 @@
+//! The TLS gateway: DSQL's connection handshake in front of a plain PostgreSQL.
+//!
+//! One task per client connection: negotiate TLS (SSLRequest or direct TLS with ALPN
+//! `postgresql`), demand SNI, apply the rate and count limits, ask for a cleartext password and
+//! verify it as an IAM token, then log in upstream as the same user and relay both ways,
+//! rewriting serialization failures into DSQL's words and closing the connection at its
+//! maximum age.
+
+use crate::counters::{LiveCounters, RefusalReason};
+use crate::postgres::UpstreamTarget;
+use crate::token_verifier::{self, AcceptedCredentials, Expectation};
+use crate::wire::{self, Startup};
+use bytes::{Buf, BytesMut};
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+const ACCESS_DENIED: &str = "unable to accept connection, access denied";
+const NO_SNI: &str = "unable to accept connection, sni was not received";
+const NO_TLS: &str = "unable to accept connection, ssl is required";
+const RATE_EXCEEDED: &str = "Unable to accept connection, rate exceeded.";
+const TOO_MANY: &str = "Unable to accept connection, too many open connections.";
+/// Hang guard for a client that connects and then says nothing.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest backend message buffered whole (big rows pass through in pieces are still framed).
+const MAX_BACKEND_MESSAGE: usize = 1 << 30;
+
+/// Everything the connection tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) region: String,
+    pub(crate) cluster_id: String,
+    /// `<cluster id>.dsql.<region>.on.aws`, lowercase.
+    pub(crate) host: String,
+    pub(crate) creds: AcceptedCredentials,
+    pub(crate) upstream: UpstreamTarget,
+    pub(crate) max_connection_age: Duration,
+    pub(crate) max_connections: u32,
+    pub(crate) counters: LiveCounters,
+    pub(crate) refuse_next: AtomicU32,
+    pub(crate) open: AtomicU32,
+    pub(crate) bucket: Mutex<TokenBucket>,
+    /// Bumped by `drop_all_connections`; every relay watches it.
+    pub(crate) drop_all: watch::Sender<u64>,
+    /// BackendKeyData (pid, key) of live relayed sessions: only these cancel requests go upstream.
+    pub(crate) cancel_keys: Mutex<HashSet<(i32, Vec<u8>)>>,
+    pub(crate) sessions: AtomicU64,
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_sec`.
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub(crate) fn new(per_sec: u32, burst: u32) -> Self {
+        TokenBucket {
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A connection to the upstream PostgreSQL: TCP, or the temporary cluster's unix socket (cheaper).
+pub(crate) trait UpstreamIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpstreamIo for T {}
+
+async fn open_upstream(target: &UpstreamTarget) -> io::Result<Box<dyn UpstreamIo>> {
+    if let Some(dir) = &target.socket_dir {
+        let path = dir.join(format!(".s.PGSQL.{}", target.port));
+        return Ok(Box::new(tokio::net::UnixStream::connect(path).await?));
+    }
+    let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+    let _ = tcp.set_nodelay(true);
+    Ok(Box::new(tcp))
+}
+
+/// Counts a connection as open until dropped.
+struct OpenGuard<'a>(&'a AtomicU32);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts clients until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, shared: Arc<Shared>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let (tls, shared) = (tls.clone(), shared.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(tcp, peer, tls, &shared).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn session_id(shared: &Shared) -> String {
+    // DSQL shows a session id in refusals; ours only needs to be unique within a run and greppable.
+    let n = shared.sessions.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(format!("{t}:{n}:{}", std::process::id()));
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    digest
+        .iter()
+        .take(26)
+        .map(|b| ALPHABET[usize::from(b % 32)] as char)
+        .collect()
+}
+
+async fn send_fatal<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    code: &str,
+    text: &str,
+    detail: Option<&str>,
+) -> io::Result<()> {
+    s.write_all(&wire::error_response("FATAL", code, text, detail))
+        .await?;
+    s.flush().await?;
+    s.shutdown().await
+}
+
+async fn handle(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut first = [0u8; 1];
+    let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await??;
+    if n == 0 {
+        return Ok(());
+    }
+    let direct = first[0] == 0x16;
+    if !direct {
+        loop {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_startup(&mut tcp)).await?? {
+                Startup::Ssl => {
+                    tcp.write_all(b"S").await?;
+                    break;
+                }
+                Startup::GssEnc => tcp.write_all(b"N").await?,
+                Startup::Cancel { pid, key } => return forward_cancel(shared, pid, key).await,
+                Startup::Params { .. } => {
+                    shared.counters.refuse(RefusalReason::NoTls);
+                    tracing::info!(%peer, reason = %RefusalReason::NoTls, "refused connection");
+                    return send_fatal(&mut tcp, "28000", NO_TLS, None).await;
+                }
+            }
+        }
+    }
+    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await??;
+    let (sni, alpn_ok) = {
+        let (_, conn) = stream.get_ref();
+        (
+            conn.server_name().map(token_verifier::normalize_host),
+            conn.alpn_protocol() == Some(b"postgresql"),
+        )
+    };
+    let startup =
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_startup(&mut stream)).await??;
+    if direct && !alpn_ok {
+        // PostgreSQL 17 demands ALPN on direct TLS for the same reason: no cross-protocol confusion.
+        shared.counters.refuse(RefusalReason::Malformed);
+        tracing::info!(%peer, reason = %RefusalReason::Malformed, "direct TLS without ALPN `postgresql`");
+        return send_fatal(
+            &mut stream,
+            "08P01",
+            "received direct SSL connection request without ALPN protocol negotiation extension",
+            None,
+        )
+        .await;
+    }
+    let (version, params) = match startup {
+        Startup::Params { version, params } => (version, params),
+        Startup::Cancel { pid, key } => return forward_cancel(shared, pid, key).await,
+        Startup::Ssl | Startup::GssEnc => {
+            return send_fatal(
+                &mut stream,
+                "08P01",
+                "encryption request inside an encrypted connection",
+                None,
+            )
+            .await;
+        }
+    };
+    let Some(sni) = sni else {
+        shared.counters.refuse(RefusalReason::NoSni);
+        tracing::info!(%peer, reason = %RefusalReason::NoSni, "refused connection");
+        return send_fatal(&mut stream, "08P01", NO_SNI, None).await;
+    };
+    session(stream, peer, shared, sni, version, params).await
+}
+
+/// Sends a CancelRequest upstream for a session relayed by this gateway; anything else is ignored.
+async fn forward_cancel(shared: &Shared, pid: i32, key: Vec<u8>) -> io::Result<()> {
+    let known = shared
+        .cancel_keys
+        .lock()
+        .map(|k| k.contains(&(pid, key.clone())))
+        .unwrap_or(false);
+    if !known {
+        tracing::debug!(pid, "cancel request for an unknown session ignored");
+        return Ok(());
+    }
+    let mut up = open_upstream(&shared.upstream).await?;
+    let mut msg = Vec::with_capacity(12 + key.len());
+    msg.extend_from_slice(&((12 + key.len()) as u32).to_be_bytes());
+    msg.extend_from_slice(&wire::CANCEL_REQUEST_CODE.to_be_bytes());
+    msg.extend_from_slice(&pid.to_be_bytes());
+    msg.extend_from_slice(&key);
+    up.write_all(&msg).await?;
+    up.shutdown().await
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    shared: &Shared,
+    reason: RefusalReason,
+    peer: SocketAddr,
+    user: &str,
+    sid: &str,
+) -> io::Result<()> {
+    shared.counters.refuse(reason);
+    tracing::info!(%peer, user, session_id = sid, reason = %reason, "refused connection");
+    let detail = format!("Session Id: {sid}");
+    match reason {
+        RefusalReason::RateExceeded => send_fatal(s, "53400", RATE_EXCEEDED, Some(&detail)).await,
+        RefusalReason::TooManyConnections => send_fatal(s, "53300", TOO_MANY, Some(&detail)).await,
+        _ => send_fatal(s, "28000", ACCESS_DENIED, Some(&detail)).await,
+    }
+}
+
+async fn session(
+    mut client: TlsStream<TcpStream>,
+    peer: SocketAddr,
+    shared: &Shared,
+    sni: String,
+    version: u32,
+    params: Vec<(String, String)>,
+) -> io::Result<()> {
+    let sid = session_id(shared);
+    if version >> 16 != 3 {
+        return send_fatal(&mut client, "0A000", "unsupported frontend protocol", None).await;
+    }
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(user) = get("user").filter(|u| !u.is_empty()) else {
+        return send_fatal(
+            &mut client,
+            "28000",
+            "no PostgreSQL user name specified in startup packet",
+            None,
+        )
+        .await;
+    };
+    let database = get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    let (options, cluster_id) = wire::take_cluster_id(&get("options").unwrap_or_default());
+
+    let allowed = shared
+        .bucket
+        .lock()
+        .map(|mut b| b.try_take(Instant::now()))
+        .unwrap_or(true);
+    if !allowed {
+        return refuse(
+            &mut client,
+            shared,
+            RefusalReason::RateExceeded,
+            peer,
+            &user,
+            &sid,
+        )
+        .await;
+    }
+    if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
+        shared.open.fetch_sub(1, Ordering::AcqRel);
+        return refuse(
+            &mut client,
+            shared,
+            RefusalReason::TooManyConnections,
+            peer,
+            &user,
+            &sid,
+        )
+        .await;
+    }
+    let _open = OpenGuard(&shared.open);
+
+    // PostgreSQL 18 clients may ask for protocol 3.2 or `_pq_.` extensions: we speak plain 3.0.
+    let unsupported: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if version != 196_608 || !unsupported.is_empty() {
+        client
+            .write_all(&wire::negotiate_protocol_version(&unsupported))
+            .await?;
+    }
+
+    client.write_all(&wire::auth_request(3)).await?;
+    client.flush().await?;
+    let mut buf = BytesMut::new();
+    let password = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        wire::read_message(&mut client, &mut buf, wire::MAX_PREAUTH_MESSAGE),
+    )
+    .await??
+    {
+        Some((b'p', body)) => body,
+        _ => return Ok(()),
+    };
+    let password = password.strip_suffix(&[0]).unwrap_or(&password);
+    let password = String::from_utf8_lossy(password);
+
+    // With `amzn-cluster-id` (PrivateLink without DNS), the token is signed for the cluster's
+    // host while SNI names the endpoint that was dialled.
+    let expected_host = match &cluster_id {
+        Some(id) if *id == shared.cluster_id => shared.host.clone(),
+        Some(_) => String::new(),
+        None => sni.clone(),
+    };
+    let injected = shared
+        .refuse_next
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .is_ok();
+    let verdict = if injected {
+        Err(RefusalReason::Injected)
+    } else if expected_host.is_empty() {
+        Err(RefusalReason::HostMismatch)
+    } else {
+        let expect = Expectation {
+            user: &user,
+            host: &expected_host,
+            region: &shared.region,
+            now: SystemTime::now(),
+        };
+        token_verifier::verify(&password, &shared.creds, &expect)
+    };
+    drop(password);
+    if let Err(reason) = verdict {
+        return refuse(&mut client, shared, reason, peer, &user, &sid).await;
+    }
+
+    let mut startup: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| {
+            !matches!(k.as_str(), "user" | "database" | "options" | "replication")
+                && !k.starts_with("_pq_.")
+        })
+        .cloned()
+        .collect();
+    startup.push(("user".into(), user.clone()));
+    startup.push(("database".into(), database));
+    if !options.is_empty() {
+        startup.push(("options".into(), options));
+    }
+    let upstream = match connect_upstream(&shared.upstream, &startup).await {
+        Ok(Login::Ready(up, rest)) => (up, rest),
+        Ok(Login::Refused(error_message)) => {
+            // The upstream's own words (e.g. role does not exist) are what a DSQL user would see too.
+            client.write_all(&error_message).await?;
+            client.flush().await?;
+            return client.shutdown().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach the upstream PostgreSQL");
+            return send_fatal(
+                &mut client,
+                "08006",
+                "unable to accept connection, the cluster is unavailable",
+                None,
+            )
+            .await;
+        }
+    };
+    shared.counters.accept();
+    tracing::debug!(%peer, user, session_id = sid, "accepted connection");
+    relay(client, upstream.0, upstream.1, shared).await
+}
+
+/// The outcome of logging in upstream.
+enum Login {
+    /// Authenticated; the bytes after AuthenticationOk (inclusive) not yet relayed.
+    Ready(Box<dyn UpstreamIo>, BytesMut),
+    /// The upstream refused: its ErrorResponse, to forward verbatim.
+    Refused(Vec<u8>),
+}
+
+/// Connects to the upstream PostgreSQL and completes its authentication (trust, cleartext, MD5 or
+/// SCRAM-SHA-256 with the upstream URL's password).
+async fn connect_upstream(
+    target: &UpstreamTarget,
+    params: &[(String, String)],
+) -> io::Result<Login> {
+    use postgres_protocol::authentication::sasl;
+    use postgres_protocol::message::frontend;
+
+    let mut up = open_upstream(target).await?;
+    let mut out = BytesMut::new();
+    frontend::startup_message(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &mut out,
+    )?;
+    up.write_all(&out).await?;
+    let mut buf = BytesMut::new();
+    let mut scram: Option<sasl::ScramSha256> = None;
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let need_password = || {
+        io::Error::other(
+            "the upstream PostgreSQL asks for a password: put it in the upstream URL (postgres://user:password@host)",
+        )
+    };
+    loop {
+        let Some((tag, mut body)) =
+            wire::read_message(&mut up, &mut buf, wire::MAX_PREAUTH_MESSAGE).await?
+        else {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        };
+        match tag {
+            b'E' => return Ok(Login::Refused(wire::message(b'E', &body))),
+            b'v' | b'N' => continue,
+            b'R' if body.len() >= 4 => {
+                let code = body.get_i32();
+                out.clear();
+                match code {
+                    0 => {
+                        let mut rest = BytesMut::from(&wire::auth_request(0)[..]);
+                        rest.extend_from_slice(&buf);
+                        return Ok(Login::Ready(up, rest));
+                    }
+                    3 => {
+                        let pw = target.password.as_deref().ok_or_else(need_password)?;
+                        frontend::password_message(pw.as_bytes(), &mut out)?;
+                    }
+                    5 if body.len() >= 4 => {
+                        let pw = target.password.as_deref().ok_or_else(need_password)?;
+                        let salt = [body[0], body[1], body[2], body[3]];
+                        let hash = postgres_protocol::authentication::md5_hash(
+                            user.as_bytes(),
+                            pw.as_bytes(),
+                            salt,
+                        );
+                        frontend::password_message(hash.as_bytes(), &mut out)?;
+                    }
+                    10 => {
+                        let pw = target.password.as_deref().ok_or_else(need_password)?;
+                        let mechs: Vec<&[u8]> = body[..].split(|b: &u8| *b == 0).collect();
+                        if !mechs.contains(&&b"SCRAM-SHA-256"[..]) {
+                            return Err(io::Error::other(
+                                "the upstream PostgreSQL offers no SCRAM-SHA-256",
+                            ));
+                        }
+                        let s = sasl::ScramSha256::new(
+                            pw.as_bytes(),
+                            sasl::ChannelBinding::unsupported(),
+                        );
+                        frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                        scram = Some(s);
+                    }
+                    11 => {
+                        let s = scram
+                            .as_mut()
+                            .ok_or_else(|| io::Error::other("SASL continue without SASL start"))?;
+                        s.update(&body)?;
+                        frontend::sasl_response(s.message(), &mut out)?;
+                    }
+                    12 => {
+                        let mut s = scram
+                            .take()
+                            .ok_or_else(|| io::Error::other("SASL final without SASL start"))?;
+                        s.finish(&body)?;
+                        continue;
+                    }
+                    other => {
+                        return Err(io::Error::other(format!(
+                            "unsupported upstream authentication method {other}"
+                        )));
+                    }
+                }
+                up.write_all(&out).await?;
+            }
+            _ => {
+                return Err(io::Error::other(format!(
+                    "unexpected upstream message {:?} during login",
+                    tag as char
+                )));
+            }
+        }
+    }
+}
+
+/// Logs in upstream for an administrative session: the stream and the bytes already read, or
+/// the server's error text.
+pub(crate) async fn login(
+    target: &UpstreamTarget,
+    params: &[(String, String)],
+) -> io::Result<Result<(Box<dyn UpstreamIo>, BytesMut), String>> {
+    Ok(match connect_upstream(target, params).await? {
+        Login::Ready(s, b) => Ok((s, b)),
+        Login::Refused(msg) => Err(wire::error_text(msg.get(5..).unwrap_or_default())),
+    })
+}
+
+async fn relay(
+    client: TlsStream<TcpStream>,
+    upstream: Box<dyn UpstreamIo>,
+    pending: BytesMut,
+    shared: &Shared,
+) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + shared.max_connection_age;
+    let mut dropped = shared.drop_all.subscribe();
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut up_rx, mut up_tx) = tokio::io::split(upstream);
+    let mut keys = Vec::new();
+    let result = {
+        let to_upstream = async {
+            let r = tokio::io::copy(&mut client_rx, &mut up_tx).await;
+            let _ = up_tx.shutdown().await;
+            r.map(|_| ())
+        };
+        let to_client = backend_to_client(
+            &mut up_rx,
+            &mut client_tx,
+            pending,
+            deadline,
+            shared,
+            &mut keys,
+        );
+        tokio::select! {
+            r = to_upstream => r,
+            r = to_client => r,
+            _ = dropped.changed() => {
+                tracing::debug!("connection dropped by drop_all_connections");
+                Ok(())
+            }
+        }
+    };
+    if let Ok(mut known) = shared.cancel_keys.lock() {
+        for k in keys {
+            known.remove(&k);
+        }
+    }
+    result
+}
+
+/// Relays upstream messages to the client whole, so the gateway can rewrite errors and end the
+/// connection at its maximum age on a message boundary.
+async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    up: &mut R,
+    client: &mut W,
+    mut buf: BytesMut,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+    keys: &mut Vec<(i32, Vec<u8>)>,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    loop {
+        // Forward every complete message; copy only when one must be changed or noted.
+        let mut end = 0;
+        let mut special = false;
+        while let Some(len) = wire::frame_len(&buf[end..])? {
+            if len > MAX_BACKEND_MESSAGE {
+                return Err(io::Error::other("upstream message too large"));
+            }
+            special |= matches!(buf[end], b'E' | b'K');
+            end += len;
+        }
+        if end > 0 {
+            let batch = buf.split_to(end);
+            if special {
+                out.clear();
+                let mut rest = &batch[..];
+                while let Some(len) = wire::frame_len(rest)? {
+                    let (frame, tail) = rest.split_at(len);
+                    match frame[0] {
+                        b'E' => match wire::rewrite_serialization_failure(&frame[5..]) {
+                            Some(rewritten) => out.extend_from_slice(&rewritten),
+                            None => out.extend_from_slice(frame),
+                        },
+                        b'K' if frame.len() >= 13 => {
+                            let pid = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+                            let key = (pid, frame[9..].to_vec());
+                            if let Ok(mut known) = shared.cancel_keys.lock() {
+                                known.insert(key.clone());
+                            }
+                            keys.push(key);
+                            out.extend_from_slice(frame);
+                        }
+                        _ => out.extend_from_slice(frame),
+                    }
+                    rest = tail;
+                }
+                client.write_all(&out).await?;
+            } else {
+                client.write_all(&batch).await?;
+            }
+            client.flush().await?;
+        }
+        let read = tokio::select! {
+            r = up.read_buf(&mut buf) => r?,
+            _ = tokio::time::sleep_until(deadline) => {
+                let secs = shared.max_connection_age.as_secs();
+                let text = format!("terminating connection: it reached the maximum connection duration of {secs} s; open a new connection");
+                client.write_all(&wire::error_response("FATAL", "57P01", &text, None)).await?;
+                client.flush().await?;
+                return client.shutdown().await;
+            }
+        };
+        if read == 0 {
+            client.flush().await?;
+            return client.shutdown().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_the_burst_then_the_rate() {
+        let mut b = TokenBucket::new(2, 3);
+        let t0 = b.last;
+        assert!(b.try_take(t0) && b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0));
+        assert!(b.try_take(t0 + Duration::from_millis(500)));
+        assert!(!b.try_take(t0 + Duration::from_millis(500)));
+        assert!(b.try_take(t0 + Duration::from_secs(10)));
+    }
+}

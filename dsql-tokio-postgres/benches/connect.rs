@@ -1,0 +1,59 @@
+//! New-connection latency through dsql-local (TLS, IAM token check, a real PostgreSQL backend).
+//!
+//! - `connect/dsql-rs`: [`dsql_tokio_postgres::connect`]: token from the provider's cache,
+//!   a clone of the tokio-postgres config with the token as password, connect, close.
+//! - `connect/anchor`: plain tokio-postgres `Config::connect` with the same TLS connector and a
+//!   token signed before the run: the cost of a connection without our layer.
+//!
+//! Both open and close one connection per iteration against the same gateway in the same run.
+//! Run: `cargo bench -p dsql-tokio-postgres --bench connect`
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dsql_local::LocalDsql;
+use dsql_tokio_postgres::{Config, TokenProvider, connect};
+
+fn bench_connect(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    // No rate limit in the way: the bench opens thousands of connections.
+    let local = rt
+        .block_on(LocalDsql::builder().rate_limit(1_000_000, 1_000_000).start())
+        .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
+    let config: Config = local
+        .connection_string()
+        .parse::<Config>()
+        .unwrap_or_else(|e| panic!("config: {e}"))
+        .with_token_provider(TokenProvider::new(local.credentials()));
+    // The anchor: the same settings and TLS, a token signed once (valid 15 minutes).
+    let token = rt.block_on(config.token()).unwrap_or_else(|e| panic!("token: {e}"));
+    let plain = config.pg_config_with_token(&token);
+    let tls = config.tls().clone();
+
+    let mut group = c.benchmark_group("connect");
+    group.sample_size(60).measurement_time(Duration::from_secs(15));
+    group.bench_function("dsql-rs", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (client, connection) = connect(&config).await.unwrap_or_else(|e| panic!("connect: {e}"));
+            drop(client);
+            // Ends once the client is gone: the close is part of both measurements.
+            let _ = connection.await;
+        })
+    });
+    group.bench_function("anchor", |b| {
+        b.to_async(&rt).iter(|| async {
+            let (client, connection) = plain.connect(tls.clone()).await.unwrap_or_else(|e| panic!("connect: {e}"));
+            drop(client);
+            let _ = connection.await;
+        })
+    });
+    group.finish();
+    drop(local);
+}
+
+criterion_group!(benches, bench_connect);
+criterion_main!(benches);

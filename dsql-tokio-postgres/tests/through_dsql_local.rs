@@ -1,0 +1,361 @@
+//! dsql-tokio-postgres against dsql-local: a TLS gateway that verifies every IAM token, in front
+//! of a real PostgreSQL. Needs PostgreSQL's server binaries (`apt-get install postgresql`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
+use dsql_tokio_postgres::tokio_postgres;
+use dsql_tokio_postgres::{Config, ErrorKind, RetryPolicy, SslMode, TokenProvider, connect, connect_spawned};
+
+/// Hang guard only: generous, never a timing assertion.
+const GUARD: Duration = Duration::from_secs(120);
+
+async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(GUARD, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} hung for {GUARD:?}"),
+    }
+}
+
+async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
+    match builder.start().await {
+        Ok(local) => local,
+        // The harness's message names the install command (`apt-get install postgresql`).
+        Err(e) => panic!("dsql-local could not start: {e}"),
+    }
+}
+
+fn provider(local: &LocalDsql) -> TokenProvider {
+    TokenProvider::new(local.credentials())
+}
+
+fn config_from(local: &LocalDsql, extra: &str) -> Config {
+    let url = format!("{}{extra}", local.connection_string());
+    let config: Config = url.parse().unwrap_or_else(|e| panic!("connection string {url}: {e}"));
+    config.with_token_provider(provider(local))
+}
+
+/// The error of a connection attempt that must fail (the `Connection` half has no `Debug`).
+async fn connect_err(config: &Config, why: &str) -> dsql_tokio_postgres::Error {
+    match connect(config).await {
+        Ok(_) => panic!("connecting should have failed: {why}"),
+        Err(e) => e,
+    }
+}
+
+async fn select_one(client: &tokio_postgres::Client) -> i32 {
+    client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_through_sslrequest_and_direct_tls() {
+    guarded("tls", async {
+        let local = start(LocalDsql::builder()).await;
+
+        let config = config_from(&local, "");
+        assert_eq!(config.options().sslmode, SslMode::VerifyFull);
+        let client = connect_spawned(&config).await.expect("verify-full over SSLRequest");
+        assert_eq!(select_one(&client).await, 1);
+
+        let direct = config_from(&local, "&sslnegotiation=direct");
+        assert_eq!(direct.tls().client_config().alpn_protocols, vec![b"postgresql".to_vec()]);
+        let (client2, connection) = connect(&direct).await.expect("verify-full over direct TLS");
+        tokio::spawn(connection);
+        assert_eq!(select_one(&client2).await, 1);
+
+        let counters = local.counters();
+        assert_eq!(counters.accepted(), 2, "both connections authenticated by the gateway");
+        assert_eq!(counters.refused_total(), 0, "{:?}", counters.refusals());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_checks_fail_with_tls_errors() {
+    guarded("tls failures", async {
+        let local = start(LocalDsql::builder()).await;
+        let base = || {
+            Config::builder(local.host())
+                .hostaddr(local.address().ip().to_string())
+                .port(local.port())
+                .token_provider(provider(&local))
+        };
+
+        // No sslrootcert: Mozilla + system roots do not include the gateway's local CA.
+        let err = connect_err(&base().build().expect("config"), "untrusted CA must fail").await;
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        assert!(err.to_string().contains("sslrootcert"), "advice missing: {err}");
+
+        // A host the certificate does not name, with the right CA: verify-full refuses...
+        let named = |mode| {
+            Config::builder("db.example.com")
+                .region(local.region())
+                .hostaddr("127.0.0.1")
+                .port(local.port())
+                .sslrootcert(local.ca_path())
+                .sslmode(mode)
+                .token_provider(provider(&local))
+                .build()
+                .expect("config")
+        };
+        let err = connect_err(&named(SslMode::VerifyFull), "wrong name must fail verify-full").await;
+        assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
+        assert!(err.to_string().contains("does not name"), "{err}");
+        // ...verify-ca accepts the chain and gets past TLS (whether the gateway then accepts a
+        // token for a host that is not its cluster is the gateway's business, not TLS's).
+        match connect(&named(SslMode::VerifyCa)).await {
+            Ok(_) => {}
+            Err(err) => assert_ne!(err.kind(), ErrorKind::Tls, "verify-ca must not check the name: {err}"),
+        }
+
+        // require: no verification at all (documented as insecure), but it connects.
+        let config = base().sslmode(SslMode::Require).build().expect("config");
+        let client = connect_spawned(&config).await.expect("require connects without a CA");
+        assert_eq!(select_one(&client).await, 1);
+
+        // The two TLS failures never reached authentication; verify-ca and require did.
+        let counters = local.counters();
+        assert_eq!(counters.accepted() + counters.refused_total(), 2, "{:?}", counters.refusals());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_key_is_access_denied_at_once_and_names_the_key_not_the_token() {
+    guarded("access denied", async {
+        let local = start(LocalDsql::builder()).await;
+        let good = local.credentials();
+        let secret = "wrong-secret-key-0123456789/+=";
+        let bad = Credentials::new(good.access_key_id(), secret, None, None, "test");
+        let config = config_from(&local, "").with_token_provider(TokenProvider::new(bad));
+
+        let err = connect_err(&config, "a bad signature must be refused").await;
+        assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+        let text = format!("{err} / {err:?}");
+        assert!(text.contains(good.access_key_id()), "names the access key id: {text}");
+        assert!(text.contains(local.host()), "names the signing host: {text}");
+        assert!(text.contains(local.region()), "names the region: {text}");
+        assert!(text.contains("DbConnectAdmin"), "names the action: {text}");
+        assert!(!text.contains(secret), "secret leaked: {text}");
+        assert!(!text.contains("X-Amz-Signature"), "token leaked: {text}");
+
+        // Returned at once: exactly one attempt reached the gateway.
+        let counters = local.counters();
+        assert_eq!(counters.refused(RefusalReason::BadSignature), 1, "{:?}", counters.refusals());
+        assert_eq!(counters.refused_total(), 1);
+        assert_eq!(counters.accepted(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
+    guarded("rate limit", async {
+        let local = start(LocalDsql::builder().rate_limit(5, 5)).await;
+        // 40 connections at 5/s need about 7 s of queueing; RetryPolicy::connect() allows 8
+        // attempts, so give this burst a bigger attempt budget within the default time budget.
+        let policy = RetryPolicy { max_attempts: 60, ..RetryPolicy::connect() };
+        let config = config_from(&local, "").with_connect_retry(policy);
+
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let client = connect_spawned(&config).await?;
+                    Ok::<_, dsql_tokio_postgres::Error>(select_one(&client).await)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let one = task.await.expect("task panicked").expect("every connection succeeds");
+            assert_eq!(one, 1);
+        }
+        let counters = local.counters();
+        assert_eq!(counters.accepted(), 40);
+        assert!(
+            counters.refused(RefusalReason::RateExceeded) > 0,
+            "the burst must have hit the rate limit: {:?}",
+            counters.refusals()
+        );
+        assert_eq!(counters.refused_total(), counters.refused(RefusalReason::RateExceeded));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occ_helper_retries_conflicts_until_every_increment_lands() {
+    guarded("occ", async {
+        let local = start(LocalDsql::builder()).await;
+        let config = config_from(&local, "");
+        let setup = connect_spawned(&config).await.expect("connect");
+        // DSQL: one DDL statement per transaction, DDL and DML apart.
+        setup.batch_execute("CREATE TABLE IF NOT EXISTS occ_counter (id int PRIMARY KEY, n bigint NOT NULL)").await.unwrap();
+        setup.execute("INSERT INTO occ_counter (id, n) VALUES (1, 0)", &[]).await.unwrap();
+
+        let policy = RetryPolicy { max_attempts: 500, max_elapsed: None, ..RetryPolicy::occ() };
+        let runs = Arc::new(AtomicU32::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let config = config.clone();
+                let policy = policy.clone();
+                let runs = runs.clone();
+                tokio::spawn(async move {
+                    let mut client = connect_spawned(&config).await?;
+                    for _ in 0..50 {
+                        let runs = &runs;
+                        let after: i64 = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, |tx| {
+                            Box::pin(async move {
+                                runs.fetch_add(1, Ordering::Relaxed);
+                                let row = tx.query_one("UPDATE occ_counter SET n = n + 1 WHERE id = 1 RETURNING n", &[]).await?;
+                                Ok(row.get(0))
+                            })
+                        })
+                        .await?;
+                        assert!(after >= 1);
+                    }
+                    Ok::<_, dsql_tokio_postgres::Error>(())
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task panicked").expect("every increment commits");
+        }
+        let n: i64 = setup.query_one("SELECT n FROM occ_counter WHERE id = 1", &[]).await.unwrap().get(0);
+        assert_eq!(n, 400);
+        let runs = runs.load(Ordering::Relaxed);
+        assert!(runs > 400, "8 concurrent writers on one row must conflict and retry; closure ran {runs} times");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occ_helper_returns_other_errors_at_once_and_gives_up_after_its_budget() {
+    guarded("occ errors", async {
+        let local = start(LocalDsql::builder()).await;
+        let config = config_from(&local, "");
+        let mut client = connect_spawned(&config).await.expect("connect");
+        let runs = AtomicU32::new(0);
+        let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &RetryPolicy::occ(), |tx| {
+            let runs = &runs;
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::Relaxed);
+                tx.execute("SELECT * FROM no_such_table", &[]).await
+            })
+        })
+        .await
+        .expect_err("a missing table is not an OCC conflict");
+        assert_eq!(err.kind(), ErrorKind::Db);
+        assert_eq!(err.as_db_error().map(|db| db.code().code()), Some("42P01"));
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "non-OCC errors are not retried");
+
+        // A conflict on every attempt: the helper stops after max_attempts.
+        client.batch_execute("CREATE TABLE IF NOT EXISTS occ_hot (id int PRIMARY KEY, n int NOT NULL)").await.unwrap();
+        client.execute("INSERT INTO occ_hot VALUES (1, 0)", &[]).await.unwrap();
+        let rival = connect_spawned(&config).await.expect("connect rival");
+        let rival = &rival;
+        let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::occ() };
+        let runs = AtomicU32::new(0);
+        let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, |tx| {
+            let runs = &runs;
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::Relaxed);
+                // Take the snapshot, let a rival commit a change to the row, then write it.
+                tx.query_one("SELECT n FROM occ_hot WHERE id = 1", &[]).await?;
+                rival.execute("UPDATE occ_hot SET n = n + 1 WHERE id = 1", &[]).await?;
+                tx.execute("UPDATE occ_hot SET n = n + 10 WHERE id = 1", &[]).await
+            })
+        })
+        .await
+        .expect_err("conflicts on every attempt");
+        assert_eq!(err.kind(), ErrorKind::OccConflict, "{err}");
+        assert!(err.dsql_class().is_some_and(|c| c.is_occ_conflict()));
+        assert_eq!(runs.load(Ordering::Relaxed), 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privatelink_without_dns_signs_for_the_cluster_and_sends_its_id() {
+    guarded("privatelink", async {
+        let local = start(LocalDsql::builder()).await;
+        // Dial "localhost" (a name the gateway's certificate carries), sign for the cluster host.
+        let config = Config::builder("localhost")
+            .region(local.region())
+            .cluster_id(local.cluster_id())
+            .hostaddr("127.0.0.1")
+            .port(local.port())
+            .sslrootcert(local.ca_path())
+            .token_provider(provider(&local))
+            .build()
+            .expect("config");
+        assert_eq!(config.endpoint().connect_host(), "localhost");
+        assert_eq!(config.signing_params().host(), local.host());
+        assert!(config.pg_config().get_options().is_some_and(|o| o.contains("amzn-cluster-id=")));
+        let client = connect_spawned(&config).await.expect("connect via the endpoint");
+        assert_eq!(select_one(&client).await, 1);
+        assert_eq!(local.counters().accepted(), 1);
+
+        // Another cluster's id: the token is signed for a host the gateway is not.
+        let other = Config::builder("localhost")
+            .region(local.region())
+            .cluster_id("abcdefghijklmnopqrstuvwxyz")
+            .hostaddr("127.0.0.1")
+            .port(local.port())
+            .sslrootcert(local.ca_path())
+            .token_provider(provider(&local))
+            .build()
+            .expect("config");
+        let err = connect_err(&other, "wrong cluster").await;
+        assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+        assert_eq!(local.counters().refused(RefusalReason::HostMismatch), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_reach_the_server() {
+    guarded("startup settings", async {
+        let local = start(LocalDsql::builder()).await;
+        let config = config_from(&local, "&application_name=orders-service&options=-c%20statement_timeout%3D4321");
+        let client = connect_spawned(&config).await.expect("connect");
+        let app: String = client.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+        assert_eq!(app, "orders-service", "the user's application_name is kept");
+        let timeout: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+        assert_eq!(timeout, "4321ms");
+
+        let default = connect_spawned(&config_from(&local, "")).await.expect("connect");
+        let app: String = default.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+        assert_eq!(app, dsql_tokio_postgres::DEFAULT_APPLICATION_NAME);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_a_server_that_never_answers() {
+    guarded("connect timeout", async {
+        // Accepts TCP, then says nothing: only connect_timeout can end the attempt.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let config = Config::builder("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")
+            .hostaddr("127.0.0.1")
+            .port(port)
+            .connect_timeout(Duration::from_millis(300))
+            .token_provider(TokenProvider::new(Credentials::new("AKIDTEST", "secret", None, None, "test")))
+            .build()
+            .expect("config");
+        let err = connect_err(&config, "nobody answers").await;
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        silent.abort();
+    })
+    .await;
+}
