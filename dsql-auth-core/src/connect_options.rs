@@ -351,6 +351,10 @@ impl ConnectOptions {
     /// custom host plus a cluster id means PrivateLink without DNS: connect to the host, sign for
     /// `<cluster_id>.dsql.<region>.on.aws`.
     pub fn endpoint(&self) -> Result<Endpoint, Error> {
+        // Fields are public, so a value set in code may be one `parse` would have refused.
+        if self.port == 0 {
+            return Err(conn_err("port 0 is not a port: use 1-65535 (default 5432)"));
+        }
         Ok(Endpoint::parse_with_cluster_id(
             &self.host,
             self.region.as_deref(),
@@ -567,14 +571,14 @@ fn parse_url(rest: &str) -> Result<Vec<Pair>, Error> {
             let key = decode(item, "a query key")?;
             return Err(conn_err(format!(
                 "URL parameter `{}` has no value: write {0}=value",
-                shown(key)
+                shown(&key)
             )));
         };
         let key = decode(k, "a query key")?;
         if key == "password" {
             return Err(password_error());
         }
-        let value = decode(v, &format!("the value of `{}`", shown(key)))?;
+        let value = decode(v, &format!("the value of `{}`", shown(&key)))?;
         pairs.push(Pair { key, value });
     }
     Ok(pairs)
@@ -666,7 +670,7 @@ fn parse_key_values(s: &str) -> Result<Vec<Pair>, Error> {
         if chars.next_if_eq(&'=').is_none() {
             return Err(conn_err(format!(
                 "expected `=` after `{}`: write key=value pairs separated by spaces, or a postgres:// URL",
-                shown(key)
+                shown(&key)
             )));
         }
         if key.is_empty() {
@@ -680,7 +684,7 @@ fn parse_key_values(s: &str) -> Result<Vec<Pair>, Error> {
                     None => {
                         return Err(conn_err(format!(
                             "the quoted value of `{}` has no closing `'`",
-                            shown(key)
+                            shown(&key)
                         )));
                     }
                     Some('\'') => break,
@@ -689,7 +693,7 @@ fn parse_key_values(s: &str) -> Result<Vec<Pair>, Error> {
                         None => {
                             return Err(conn_err(format!(
                                 "the quoted value of `{}` ends with `\\`",
-                                shown(key)
+                                shown(&key)
                             )));
                         }
                     },
@@ -704,7 +708,7 @@ fn parse_key_values(s: &str) -> Result<Vec<Pair>, Error> {
                         None => {
                             return Err(conn_err(format!(
                                 "the value of `{}` ends with `\\`",
-                                shown(key)
+                                shown(&key)
                             )));
                         }
                     }
@@ -829,7 +833,7 @@ fn build(mut given: Given) -> Result<ConnectOptions, Error> {
         let Some((value, origin)) = given.remove(&key) else {
             continue;
         };
-        let bad = |what: &str| conn_err(format!("{origin}: `{}` {what}", shown(value)));
+        let bad = |what: &str| conn_err(format!("{origin}: `{}` {what}", shown(&value)));
         match key {
             Key::Host => {}
             Key::Hostaddr => {

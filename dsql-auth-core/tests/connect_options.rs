@@ -580,11 +580,31 @@ fn huge_inputs_are_handled_in_linear_time_with_bounded_errors() {
     let msg = err(&format!("host={HOST} port={long}"));
     assert!(msg.contains("1-65535") && msg.len() < 500, "{}", msg.len());
     let msg = err(&format!("host={HOST} {long}=1"));
-    assert!(msg.contains("unknown") && msg.len() < 1_000, "{}", msg.len());
+    assert!(
+        msg.contains("unknown") && msg.len() < 1_000,
+        "{}",
+        msg.len()
+    );
     assert_eq!(
         parse(&format!("host={HOST} application_name={long}"))
             .application_name
             .map(|a| a.len()),
         Some(1 << 20)
     );
+}
+
+#[test]
+fn values_set_in_code_are_checked_too() {
+    let mut o = ConnectOptions::new(HOST);
+    o.port = 0;
+    assert!(o.endpoint().unwrap_err().to_string().contains("1-65535"));
+    let mut o = ConnectOptions::new(HOST);
+    o.token_duration = Duration::from_secs(604_801);
+    assert_eq!(
+        o.signing_params().unwrap_err().kind(),
+        ErrorKind::InvalidSigningParams
+    );
+    let mut o = ConnectOptions::new("localhost");
+    o.region = Some("US-EAST-1".into());
+    assert_eq!(o.endpoint().unwrap().region(), "us-east-1");
 }

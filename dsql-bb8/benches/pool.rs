@@ -25,7 +25,9 @@ fn bench_pool(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
-    let local = rt.block_on(LocalDsql::start()).unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
+    let local = rt
+        .block_on(LocalDsql::start())
+        .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
     let config: Config = local
         .connection_string()
         .parse::<Config>()
@@ -33,17 +35,34 @@ fn bench_pool(c: &mut Criterion) {
         .with_token_provider(TokenProvider::new(local.credentials()));
 
     let ours = rt
-        .block_on(PoolBuilder::new().max_size(TASKS as u32).min_idle(TASKS as u32).build(config.clone()))
+        .block_on(
+            PoolBuilder::new()
+                .max_size(TASKS as u32)
+                .min_idle(TASKS as u32)
+                .build(config.clone()),
+        )
         .unwrap_or_else(|e| panic!("pool: {e}"));
-    let token = rt.block_on(config.token()).unwrap_or_else(|e| panic!("token: {e}"));
-    let manager = PostgresConnectionManager::new(config.pg_config_with_token(&token), config.tls().clone());
+    let token = rt
+        .block_on(config.token())
+        .unwrap_or_else(|e| panic!("token: {e}"));
+    let manager =
+        PostgresConnectionManager::new(config.pg_config_with_token(&token), config.tls().clone());
     let anchor: bb8::Pool<PostgresConnectionManager<MakeDsqlTls>> = rt
-        .block_on(bb8::Pool::builder().max_size(TASKS as u32).min_idle(TASKS as u32).build(manager))
+        .block_on(
+            bb8::Pool::builder()
+                .max_size(TASKS as u32)
+                .min_idle(TASKS as u32)
+                .build(manager),
+        )
         .unwrap_or_else(|e| panic!("anchor pool: {e}"));
 
     let mut group = c.benchmark_group("pool_query");
-    group.sample_size(50).measurement_time(Duration::from_secs(15));
-    group.throughput(criterion::Throughput::Elements((TASKS * QUERIES_PER_TASK) as u64));
+    group
+        .sample_size(50)
+        .measurement_time(Duration::from_secs(15));
+    group.throughput(criterion::Throughput::Elements(
+        (TASKS * QUERIES_PER_TASK) as u64,
+    ));
     group.bench_function("dsql-rs", |b| {
         b.to_async(&rt).iter(|| async {
             let tasks: Vec<_> = (0..TASKS)
@@ -52,7 +71,9 @@ fn bench_pool(c: &mut Criterion) {
                     tokio::spawn(async move {
                         for _ in 0..QUERIES_PER_TASK {
                             let conn = pool.get().await.unwrap_or_else(|e| panic!("get: {e}"));
-                            conn.query_one("SELECT 1", &[]).await.unwrap_or_else(|e| panic!("query: {e}"));
+                            conn.query_one("SELECT 1", &[])
+                                .await
+                                .unwrap_or_else(|e| panic!("query: {e}"));
                         }
                     })
                 })
@@ -70,7 +91,9 @@ fn bench_pool(c: &mut Criterion) {
                     tokio::spawn(async move {
                         for _ in 0..QUERIES_PER_TASK {
                             let conn = pool.get().await.unwrap_or_else(|e| panic!("get: {e}"));
-                            conn.query_one("SELECT 1", &[]).await.unwrap_or_else(|e| panic!("query: {e}"));
+                            conn.query_one("SELECT 1", &[])
+                                .await
+                                .unwrap_or_else(|e| panic!("query: {e}"));
                         }
                     })
                 })

@@ -62,7 +62,9 @@ impl Error {
     pub fn connect_error(&self) -> Option<&dsql_tokio_postgres::Error> {
         match self {
             Error::Connect(err) => Some(err),
-            Error::TimedOut { last_connect_error, .. } => last_connect_error.as_deref(),
+            Error::TimedOut {
+                last_connect_error, ..
+            } => last_connect_error.as_deref(),
             _ => None,
         }
     }

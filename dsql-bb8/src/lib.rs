@@ -49,9 +49,12 @@ mod manager;
 mod pool;
 
 pub use error::Error;
-pub use manager::{DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager};
+pub use manager::{
+    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager,
+};
 pub use pool::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, Pool, PoolBuilder, PooledConnection,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, Pool, PoolBuilder,
+    PooledConnection,
 };
 
 pub use bb8;

@@ -69,7 +69,11 @@ impl DsqlConnectionManager {
     /// Sets the maximum lifetime of each connection (`None`: unlimited, which DSQL does not
     /// allow past 60 minutes) and the jitter, a fraction in `[0, 1)` by which each connection's
     /// lifetime may be shorter.
-    pub fn with_lifetime(mut self, max_lifetime: Option<Duration>, jitter: f64) -> Result<Self, Error> {
+    pub fn with_lifetime(
+        mut self,
+        max_lifetime: Option<Duration>,
+        jitter: f64,
+    ) -> Result<Self, Error> {
         if !(0.0..1.0).contains(&jitter) {
             return Err(Error::Config(format!(
                 "lifetime jitter {jitter} is out of range: give a fraction in [0, 1), e.g. 0.1 for lifetimes between 90% and 100% of the maximum"
@@ -101,7 +105,8 @@ impl DsqlConnectionManager {
     }
 
     fn draw_lifetime(&self) -> Option<Duration> {
-        self.max_lifetime.map(|max| max.mul_f64(1.0 - self.lifetime_jitter * rand::random::<f64>()))
+        self.max_lifetime
+            .map(|max| max.mul_f64(1.0 - self.lifetime_jitter * rand::random::<f64>()))
     }
 }
 
@@ -113,7 +118,10 @@ impl bb8::ManageConnection for DsqlConnectionManager {
         match dsql_tokio_postgres::connect_spawned(&self.config).await {
             Ok(client) => {
                 let lifetime = self.draw_lifetime();
-                Ok(DsqlClient { client, expires_at: lifetime.map(|l| Instant::now() + l) })
+                Ok(DsqlClient {
+                    client,
+                    expires_at: lifetime.map(|l| Instant::now() + l),
+                })
             }
             Err(err) => {
                 tracing::warn!(
@@ -136,7 +144,11 @@ impl bb8::ManageConnection for DsqlConnectionManager {
         if conn.is_expired() {
             return Err(Error::Expired);
         }
-        conn.client.simple_query("").await.map(|_| ()).map_err(|e| Error::Invalid(Arc::new(e)))
+        conn.client
+            .simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Invalid(Arc::new(e)))
     }
 
     fn has_broken(&self, conn: &mut DsqlClient) -> bool {
@@ -149,7 +161,11 @@ impl bb8::ManageConnection for DsqlConnectionManager {
 pub(crate) fn is_fatal(kind: ErrorKind) -> bool {
     matches!(
         kind,
-        ErrorKind::AccessDenied | ErrorKind::Credentials | ErrorKind::Config | ErrorKind::Tls | ErrorKind::Db
+        ErrorKind::AccessDenied
+            | ErrorKind::Credentials
+            | ErrorKind::Config
+            | ErrorKind::Tls
+            | ErrorKind::Db
     )
 }
 

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use crate::error::Error;
 use crate::manager::{
-    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager, Failure, FailureSender, is_fatal,
+    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager, Failure,
+    FailureSender, is_fatal,
 };
 
 /// Default idle timeout: idle connections beyond `min_idle` are closed after 10 minutes.
@@ -90,7 +91,10 @@ impl Pool {
         self.inner
     }
 
-    async fn with_failures<T>(&self, get: impl Future<Output = Result<T, RunError<Error>>>) -> Result<T, Error> {
+    async fn with_failures<T>(
+        &self,
+        get: impl Future<Output = Result<T, RunError<Error>>>,
+    ) -> Result<T, Error> {
         let mut failures = self.failures.subscribe();
         let seen = failures.borrow_and_update().seq;
         tokio::select! {
@@ -109,7 +113,9 @@ impl Pool {
     }
 }
 
-async fn next_fatal(failures: &mut watch::Receiver<Failure>) -> std::sync::Arc<dsql_tokio_postgres::Error> {
+async fn next_fatal(
+    failures: &mut watch::Receiver<Failure>,
+) -> std::sync::Arc<dsql_tokio_postgres::Error> {
     loop {
         if failures.changed().await.is_err() {
             // The pool owns the sender, so this cannot happen while the pool exists; wait for the
@@ -264,7 +270,10 @@ impl PoolBuilder {
     }
 
     /// Runs on every new connection before it enters the pool.
-    pub fn connection_customizer(mut self, customizer: Box<dyn CustomizeConnection<DsqlClient, Error>>) -> Self {
+    pub fn connection_customizer(
+        mut self,
+        customizer: Box<dyn CustomizeConnection<DsqlClient, Error>>,
+    ) -> Self {
         self.customizer = Some(customizer);
         self
     }
@@ -275,7 +284,11 @@ impl PoolBuilder {
         let (builder, manager, connection_timeout) = self.prepare(config)?;
         let failures = manager.failures().clone();
         let inner = builder.build(manager).await?;
-        Ok(Pool { inner, failures, connection_timeout })
+        Ok(Pool {
+            inner,
+            failures,
+            connection_timeout,
+        })
     }
 
     /// Builds the pool without waiting; `min_idle` connections are opened in the background.
@@ -284,11 +297,25 @@ impl PoolBuilder {
         let (builder, manager, connection_timeout) = self.prepare(config)?;
         let failures = manager.failures().clone();
         let inner = builder.build_unchecked(manager);
-        Ok(Pool { inner, failures, connection_timeout })
+        Ok(Pool {
+            inner,
+            failures,
+            connection_timeout,
+        })
     }
 
     /// Validates the settings (bb8 panics on some; we return errors) and makes bb8's builder.
-    fn prepare(self, config: Config) -> Result<(bb8::Builder<DsqlConnectionManager>, DsqlConnectionManager, Duration), Error> {
+    fn prepare(
+        self,
+        config: Config,
+    ) -> Result<
+        (
+            bb8::Builder<DsqlConnectionManager>,
+            DsqlConnectionManager,
+            Duration,
+        ),
+        Error,
+    > {
         if self.max_size == 0 {
             return Err(Error::Config("max_size must be at least 1".to_owned()));
         }
@@ -307,12 +334,15 @@ impl PoolBuilder {
             ));
         }
         if self.connection_timeout.is_zero() {
-            return Err(Error::Config("connection_timeout must be positive".to_owned()));
+            return Err(Error::Config(
+                "connection_timeout must be positive".to_owned(),
+            ));
         }
         if self.reaper_rate == Some(Duration::ZERO) {
             return Err(Error::Config("reaper_rate must be positive".to_owned()));
         }
-        let manager = DsqlConnectionManager::new(config).with_lifetime(self.max_lifetime, self.lifetime_jitter)?;
+        let manager = DsqlConnectionManager::new(config)
+            .with_lifetime(self.max_lifetime, self.lifetime_jitter)?;
 
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections that nobody checks out.
@@ -325,7 +355,10 @@ impl PoolBuilder {
             .test_on_check_out(self.test_on_check_out)
             .retry_connection(self.retry_connection)
             .queue_strategy(self.queue_strategy)
-            .error_sink(self.error_sink.unwrap_or_else(|| Box::new(TracingErrorSink)));
+            .error_sink(
+                self.error_sink
+                    .unwrap_or_else(|| Box::new(TracingErrorSink)),
+            );
         if let Some(rate) = self.reaper_rate {
             builder = builder.reaper_rate(rate);
         }

@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use dsql_bb8::PoolBuilder;
 use dsql_local::LocalDsql;
-use dsql_tokio_postgres::{Config, RetryPolicy, TokenProvider, connect_spawned, transaction_with_retry};
+use dsql_tokio_postgres::{
+    Config, RetryPolicy, TokenProvider, connect_spawned, transaction_with_retry,
+};
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -22,7 +24,10 @@ impl Capture {
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -58,16 +63,28 @@ async fn no_token_or_secret_in_trace_logs() {
         .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
     let provider = TokenProvider::new(local.credentials());
     let url = format!("{}&token_duration_secs=2", local.connection_string());
-    let config = url.parse::<Config>().expect("config").with_token_provider(provider.clone());
+    let config = url
+        .parse::<Config>()
+        .expect("config")
+        .with_token_provider(provider.clone());
     let mut tokens = Vec::new();
 
     tokio::time::timeout(Duration::from_secs(120), async {
         // A direct connection over SSLRequest and one over direct TLS, with statements.
         let client = connect_spawned(&config).await.expect("connect");
         tokens.push(config.token().await.expect("token"));
-        client.batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL)").await.unwrap();
-        client.execute("INSERT INTO t VALUES (1, 0)", &[]).await.unwrap();
-        let direct = format!("{url}&sslnegotiation=direct").parse::<Config>().unwrap().with_token_provider(provider.clone());
+        client
+            .batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL)")
+            .await
+            .unwrap();
+        client
+            .execute("INSERT INTO t VALUES (1, 0)", &[])
+            .await
+            .unwrap();
+        let direct = format!("{url}&sslnegotiation=direct")
+            .parse::<Config>()
+            .unwrap()
+            .with_token_provider(provider.clone());
         let mut client2 = connect_spawned(&direct).await.expect("connect direct");
         transaction_with_retry(&mut client2, &RetryPolicy::occ(), |tx| {
             Box::pin(async move { tx.execute("UPDATE t SET n = n + 1 WHERE id = 1", &[]).await })
@@ -76,15 +93,31 @@ async fn no_token_or_secret_in_trace_logs() {
         .expect("transaction");
 
         // A pool living through token expiry (2 s tokens, 1 s connection lifetimes).
-        let pool = PoolBuilder::new().max_size(2).max_lifetime(Duration::from_secs(1)).build(config.clone()).await.unwrap();
+        let pool = PoolBuilder::new()
+            .max_size(2)
+            .max_lifetime(Duration::from_secs(1))
+            .build(config.clone())
+            .await
+            .unwrap();
         for _ in 0..30 {
-            pool.get().await.expect("get").query_one("SELECT 1", &[]).await.expect("query");
+            pool.get()
+                .await
+                .expect("get")
+                .query_one("SELECT 1", &[])
+                .await
+                .expect("query");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokens.push(config.token().await.expect("token"));
 
         // Refusals: a wrong secret key, directly and through the pool.
-        let bad = Credentials::new("AKIDLOGTEST", "wrong-secret", Some(session_token.to_owned()), None, "test");
+        let bad = Credentials::new(
+            "AKIDLOGTEST",
+            "wrong-secret",
+            Some(session_token.to_owned()),
+            None,
+            "test",
+        );
         let bad_config = config.clone().with_token_provider(TokenProvider::new(bad));
         assert!(connect_spawned(&bad_config).await.is_err());
         tokens.push(bad_config.token().await.expect("token"));
@@ -96,18 +129,39 @@ async fn no_token_or_secret_in_trace_logs() {
 
     let logs = capture.text();
     // The capture works and is at trace level, across crates and through the `log` bridge.
-    assert!(logs.contains("opening DSQL connection"), "our events are captured");
+    assert!(
+        logs.contains("opening DSQL connection"),
+        "our events are captured"
+    );
     assert!(logs.contains("TRACE"), "trace level is captured");
-    assert!(logs.contains("preparing query"), "tokio-postgres' `log` records are captured");
-    assert!(logs.contains("dsql_local"), "the gateway's events are captured");
+    assert!(
+        logs.contains("preparing query"),
+        "tokio-postgres' `log` records are captured"
+    );
+    assert!(
+        logs.contains("dsql_local"),
+        "the gateway's events are captured"
+    );
 
     for token in &tokens {
         let full = token.as_str();
         let signature = full.rsplit("X-Amz-Signature=").next().unwrap_or(full);
         assert!(!logs.contains(full), "a token appears in the logs");
-        assert!(signature.len() == 64 && !logs.contains(signature), "a token signature appears in the logs");
+        assert!(
+            signature.len() == 64 && !logs.contains(signature),
+            "a token signature appears in the logs"
+        );
     }
-    for needle in ["X-Amz-Signature", "X-Amz-Security-Token", "X-Amz-Credential", secret, "wrong-secret", "FwoGZXIvYXdz", "session%2Btoken", "session+token"] {
+    for needle in [
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "X-Amz-Credential",
+        secret,
+        "wrong-secret",
+        "FwoGZXIvYXdz",
+        "session%2Btoken",
+        "session+token",
+    ] {
         assert!(!logs.contains(needle), "{needle:?} appears in the logs");
     }
 }

@@ -31,13 +31,18 @@ async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
 
 fn config(local: &LocalDsql, extra: &str) -> Config {
     let url = format!("{}{extra}", local.connection_string());
-    let config: Config = url.parse().unwrap_or_else(|e| panic!("connection string {url}: {e}"));
+    let config: Config = url
+        .parse()
+        .unwrap_or_else(|e| panic!("connection string {url}: {e}"));
     config.with_token_provider(TokenProvider::new(local.credentials()))
 }
 
 async fn query_once(pool: &Pool) -> Result<i32, String> {
     let conn = pool.get().await.map_err(|e| format!("get: {e}"))?;
-    let row = conn.query_one("SELECT 1", &[]).await.map_err(|e| format!("query: {e}"))?;
+    let row = conn
+        .query_one("SELECT 1", &[])
+        .await
+        .map_err(|e| format!("query: {e}"))?;
     Ok(row.get(0))
 }
 
@@ -85,9 +90,18 @@ async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
         let counters = local.counters();
         assert_eq!(failed.load(Ordering::Relaxed), 0, "no query may fail");
         assert!(done.load(Ordering::Relaxed) > 0);
-        assert_eq!(counters.refused_total(), 0, "every new connection had a valid token: {:?}", counters.refusals());
+        assert_eq!(
+            counters.refused_total(),
+            0,
+            "every new connection had a valid token: {:?}",
+            counters.refusals()
+        );
         // 12 s with lifetimes of at most 2 s: every one of the 4 slots was refilled several times.
-        assert!(counters.accepted() >= 4 * 5, "connections were recycled: only {} accepted", counters.accepted());
+        assert!(
+            counters.accepted() >= 4 * 5,
+            "connections were recycled: only {} accepted",
+            counters.accepted()
+        );
     })
     .await;
 }
@@ -174,13 +188,27 @@ async fn wrong_secret_key_reaches_the_caller_as_access_denied_not_a_timeout() {
 async fn occ_helper_on_pooled_connections_lands_every_increment() {
     guarded("occ", async {
         let local = start(LocalDsql::builder()).await;
-        let pool = PoolBuilder::new().max_size(8).build(config(&local, "")).await.expect("pool");
+        let pool = PoolBuilder::new()
+            .max_size(8)
+            .build(config(&local, ""))
+            .await
+            .expect("pool");
         {
             let setup = pool.get().await.expect("get");
-            setup.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL)").await.unwrap();
-            setup.execute("INSERT INTO counter VALUES (1, 0)", &[]).await.unwrap();
+            setup
+                .batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n bigint NOT NULL)")
+                .await
+                .unwrap();
+            setup
+                .execute("INSERT INTO counter VALUES (1, 0)", &[])
+                .await
+                .unwrap();
         }
-        let policy = dsql_tokio_postgres::RetryPolicy { max_attempts: 500, max_elapsed: None, ..dsql_tokio_postgres::RetryPolicy::occ() };
+        let policy = dsql_tokio_postgres::RetryPolicy {
+            max_attempts: 500,
+            max_elapsed: None,
+            ..dsql_tokio_postgres::RetryPolicy::occ()
+        };
         let runs = Arc::new(AtomicU32::new(0));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -189,12 +217,17 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
                     for _ in 0..50 {
                         let mut conn = pool.get().await.expect("get");
                         let runs = &runs;
-                        dsql_tokio_postgres::transaction_with_retry(conn.client_mut(), &policy, |tx| {
-                            Box::pin(async move {
-                                runs.fetch_add(1, Ordering::Relaxed);
-                                tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[]).await
-                            })
-                        })
+                        dsql_tokio_postgres::transaction_with_retry(
+                            conn.client_mut(),
+                            &policy,
+                            |tx| {
+                                Box::pin(async move {
+                                    runs.fetch_add(1, Ordering::Relaxed);
+                                    tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[])
+                                        .await
+                                })
+                            },
+                        )
                         .await
                         .expect("increment commits");
                     }
@@ -204,28 +237,50 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
         for t in tasks {
             t.await.expect("task panicked");
         }
-        let n: i64 = pool.get().await.unwrap().query_one("SELECT n FROM counter WHERE id = 1", &[]).await.unwrap().get(0);
+        let n: i64 = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one("SELECT n FROM counter WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 400);
         let runs = runs.load(Ordering::Relaxed);
-        assert!(runs > 400, "concurrent increments must have conflicted and been retried ({runs} runs)");
+        assert!(
+            runs > 400,
+            "concurrent increments must have conflicted and been retried ({runs} runs)"
+        );
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_pool_settings_are_errors_not_panics() {
-    let config: Config = "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres"
-        .parse::<Config>()
-        .expect("config")
-        .with_token_provider(TokenProvider::new(Credentials::new("AKID", "secret", None, None, "test")));
+    let config: Config =
+        "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres"
+            .parse::<Config>()
+            .expect("config")
+            .with_token_provider(TokenProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )));
     for (builder, needle) in [
         (PoolBuilder::new().max_size(0), "max_size"),
         (PoolBuilder::new().max_size(2).min_idle(3), "min_idle"),
         (PoolBuilder::new().lifetime_jitter(1.0), "jitter"),
         (PoolBuilder::new().lifetime_jitter(f64::NAN), "jitter"),
-        (PoolBuilder::new().max_lifetime(Duration::ZERO), "max_lifetime"),
-        (PoolBuilder::new().idle_timeout(Duration::ZERO), "idle_timeout"),
-        (PoolBuilder::new().connection_timeout(Duration::ZERO), "connection_timeout"),
+        (
+            PoolBuilder::new().max_lifetime(Duration::ZERO),
+            "max_lifetime",
+        ),
+        (
+            PoolBuilder::new().idle_timeout(Duration::ZERO),
+            "idle_timeout",
+        ),
+        (
+            PoolBuilder::new().connection_timeout(Duration::ZERO),
+            "connection_timeout",
+        ),
     ] {
         match builder.build(config.clone()).await {
             Err(Error::Config(message)) => assert!(message.contains(needle), "{message}"),

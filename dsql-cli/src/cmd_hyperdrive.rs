@@ -82,7 +82,9 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit, e.g. 30m"))?;
     let secs = match unit {
         "s" | "" => n,
         "m" => n.saturating_mul(60),
@@ -151,7 +153,11 @@ async fn sync(args: SyncArgs) -> Result<(), CliError> {
     let saved = save_state(&config, &state, &report, args.dry_run);
     print_report(&report, args.common.output, false);
     saved.map_err(CliError::runtime)?;
-    if report.all_ok() { Ok(()) } else { Err(CliError::silent_failure()) }
+    if report.all_ok() {
+        Ok(())
+    } else {
+        Err(CliError::silent_failure())
+    }
 }
 
 fn save_state(
@@ -161,7 +167,10 @@ fn save_state(
     dry_run: bool,
 ) -> Result<(), String> {
     let wrote = report.endpoints.iter().any(|e| {
-        matches!(e.action, dsql_hyperdrive::SyncAction::Rotated | dsql_hyperdrive::SyncAction::Created)
+        matches!(
+            e.action,
+            dsql_hyperdrive::SyncAction::Rotated | dsql_hyperdrive::SyncAction::Created
+        )
     });
     match (&config.state_file, dry_run || !wrote) {
         (Some(path), false) => state.save(path).map_err(|e| {
@@ -257,7 +266,11 @@ async fn status(args: CommonArgs) -> Result<(), CliError> {
         }
         Output::Text => {
             for s in &statuses {
-                let id = if s.config_ids.is_empty() { "-".to_owned() } else { s.config_ids.join(",") };
+                let id = if s.config_ids.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.config_ids.join(",")
+                };
                 let mut line = format!("{}: config {id}", s.name);
                 match &s.recorded {
                     Some(r) => line.push_str(&format!(
@@ -269,7 +282,9 @@ async fn status(args: CommonArgs) -> Result<(), CliError> {
                     None => line.push_str(", no rotation recorded"),
                 }
                 match s.next_rotation {
-                    Some(t) if !s.due => line.push_str(&format!(", next rotation {}", format_time(t))),
+                    Some(t) if !s.due => {
+                        line.push_str(&format!(", next rotation {}", format_time(t)))
+                    }
                     _ => line.push_str(", rotation due"),
                 }
                 if let Some(e) = &s.error {
@@ -279,7 +294,11 @@ async fn status(args: CommonArgs) -> Result<(), CliError> {
             }
         }
     }
-    if any_error { Err(CliError::silent_failure()) } else { Ok(()) }
+    if any_error {
+        Err(CliError::silent_failure())
+    } else {
+        Ok(())
+    }
 }
 
 fn endpoint_json(e: &EndpointReport) -> serde_json::Value {

@@ -92,7 +92,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
     let token = provider
         .token(&params)
         .await
-        .map_err(|e| core_error(&e, ""))?;
+        .map_err(|e| match (&args.profile, e.kind()) {
+            (Some(profile), ErrorKind::Credentials) => CliError::runtime(format!(
+                "{e} (credentials asked for profile `{profile}` from --profile)"
+            )),
+            _ => core_error(&e, ""),
+        })?;
 
     let out = render(args.format, &token, &endpoint, &opts)?;
     let mut stdout = std::io::stdout().lock();
@@ -127,13 +132,13 @@ fn resolve_endpoint(
         Ok(ep) => Ok(ep),
         Err(first) if opts.region.is_none() => {
             let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) else {
-                return Err(core_error(&first, "--region"));
+                return Err(core_error(&first, "--host and --region"));
             };
             opts.region = Some(region);
             opts.endpoint()
                 .map_err(|e| core_error(&e, "--region (from AWS_REGION/AWS_DEFAULT_REGION)"))
         }
-        Err(e) => Err(core_error(&e, "")),
+        Err(e) => Err(core_error(&e, "--host and --region")),
     }
 }
 

@@ -32,7 +32,11 @@ async fn env_with(builder: dsql_local::LocalDsqlBuilder) -> Env {
         .start()
         .await
         .expect("fake Hyperdrive starts");
-    Env { local, fake, dir: tempfile::tempdir().expect("tempdir") }
+    Env {
+        local,
+        fake,
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
 }
 
 impl Env {
@@ -43,7 +47,10 @@ impl Env {
 
     /// Writes a configuration file with the given endpoint names (all on the dsql-local host).
     fn config(&self, names: &[&str], state: bool) -> PathBuf {
-        let mut text = format!("[cloudflare]\naccount_id = \"{}\"\n", self.fake.account_id());
+        let mut text = format!(
+            "[cloudflare]\naccount_id = \"{}\"\n",
+            self.fake.account_id()
+        );
         if state {
             text.push_str("state_file = \"state.json\"\n");
         }
@@ -70,7 +77,10 @@ impl Env {
             .env("AWS_ACCESS_KEY_ID", creds.access_key_id())
             .env("AWS_SECRET_ACCESS_KEY", creds.secret_access_key())
             .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.dir.path().join("no-aws-credentials"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("no-aws-credentials"),
+            )
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("CLOUDFLARE_API_TOKEN", self.fake.api_token())
             .env("CLOUDFLARE_API_BASE_URL", self.fake.api_base())
@@ -86,7 +96,10 @@ impl Env {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let out = tokio::time::timeout(HANG_GUARD, cmd.output()).await.expect("dsql hung").expect("dsql runs");
+        let out = tokio::time::timeout(HANG_GUARD, cmd.output())
+            .await
+            .expect("dsql hung")
+            .expect("dsql runs");
         let run = Run::from(out);
         self.assert_no_secrets(&run);
         run
@@ -134,7 +147,8 @@ impl From<Output> for Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
     }
 }
 
@@ -146,13 +160,18 @@ fn path_str(p: &Path) -> &str {
 async fn sync_rotates_the_config_on_the_second_page_with_a_password_only_patch() {
     let e = env().await;
     for i in 0..25 {
-        e.fake.insert_config(&format!("filler-{i}"), json!({"host": "other.example", "port": 5432, "database": "postgres", "user": "admin"}));
+        e.fake.insert_config(
+            &format!("filler-{i}"),
+            json!({"host": "other.example", "port": 5432, "database": "postgres", "user": "admin"}),
+        );
     }
     let id = e.fake.insert_config("orders", e.origin("admin"));
     let cfg = e.config(&["orders"], false);
     let accepted_before = e.local.counters().accepted();
 
-    let run = e.run(&["sync", "--config", path_str(&cfg), "--output", "json"]).await;
+    let run = e
+        .run(&["sync", "--config", path_str(&cfg), "--output", "json"])
+        .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let doc = run.json();
     assert_eq!(doc["orders"]["action"], "rotated", "{doc}");
@@ -165,10 +184,20 @@ async fn sync_rotates_the_config_on_the_second_page_with_a_password_only_patch()
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(writes[0].method, "PATCH");
     let body = writes[0].body.clone().unwrap();
-    let password = body["origin"]["password"].as_str().expect("a password").to_owned();
-    assert_eq!(body, json!({"origin": {"password": password}}), "the PATCH holds only the password");
+    let password = body["origin"]["password"]
+        .as_str()
+        .expect("a password")
+        .to_owned();
+    assert_eq!(
+        body,
+        json!({"origin": {"password": password}}),
+        "the PATCH holds only the password"
+    );
     // The fake accepted it only after logging in through dsql-local as admin with it.
-    assert_eq!(e.fake.test_connects(), vec![(e.local.host().to_owned(), Ok(()))]);
+    assert_eq!(
+        e.fake.test_connects(),
+        vec![(e.local.host().to_owned(), Ok(()))]
+    );
     assert!(e.local.counters().accepted() > accepted_before);
     assert_eq!(e.fake.stored_password(&id), Some(password));
 }
@@ -179,12 +208,21 @@ async fn rate_limit_then_success_is_retried() {
     e.fake.insert_config("orders", e.origin("admin"));
     let cfg = e.config(&["orders"], false);
     e.fake.inject_rate_limit(1, 1);
-    let run = e.run(&["sync", "--config", path_str(&cfg)]).await;
+    // Full logging on: still no secret in the output (checked by `run`).
+    let run = e
+        .run_with(
+            &["sync", "--config", path_str(&cfg)],
+            &[("DSQL_LOG", "trace".to_owned())],
+        )
+        .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("orders: rotated"), "{run:?}");
     let reqs = e.fake.requests();
     assert_eq!(reqs[0].method, "GET");
-    assert_eq!(reqs[1].method, "GET", "the 429'd listing was sent again: {reqs:?}");
+    assert_eq!(
+        reqs[1].method, "GET",
+        "the 429'd listing was sent again: {reqs:?}"
+    );
     assert_eq!(e.fake.writes().len(), 1);
 }
 
@@ -197,16 +235,30 @@ async fn one_failing_endpoint_does_not_stop_the_others_and_exits_1() {
     e.fake.insert_config("twice", e.origin("admin"));
     e.fake.fail_config("billing", 2014, u32::MAX);
     let cfg = e.config(&["billing", "orders", "twice"], false);
-    let run = e.run(&["sync", "--config", path_str(&cfg), "--output", "json"]).await;
+    let run = e
+        .run(&["sync", "--config", path_str(&cfg), "--output", "json"])
+        .await;
     assert_eq!(run.code, Some(1), "{run:?}");
     let doc = run.json();
     assert_eq!(doc["orders"]["action"], "rotated", "{doc}");
     assert_eq!(doc["billing"]["action"], "failed");
-    assert!(doc["billing"]["error"].as_str().unwrap().contains("2014"), "{doc}");
+    assert!(
+        doc["billing"]["error"].as_str().unwrap().contains("2014"),
+        "{doc}"
+    );
     assert_eq!(doc["twice"]["action"], "failed");
-    assert!(doc["twice"]["error"].as_str().unwrap().contains("2 Hyperdrive configurations"), "{doc}");
+    assert!(
+        doc["twice"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("2 Hyperdrive configurations"),
+        "{doc}"
+    );
     assert!(e.fake.stored_password(&good).is_some_and(|p| p != "stale"));
-    assert!(e.fake.writes().iter().all(|w| w.method == "PATCH"), "never PUT or DELETE");
+    assert!(
+        e.fake.writes().iter().all(|w| w.method == "PATCH"),
+        "never PUT or DELETE"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,18 +267,33 @@ async fn missing_config_is_created_only_with_create_missing() {
     let cfg = e.config(&["orders"], false);
     let run = e.run(&["sync", "--config", path_str(&cfg)]).await;
     assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(run.stdout.contains("orders: failed") && run.stdout.contains("--create-missing"), "{run:?}");
+    assert!(
+        run.stdout.contains("orders: failed") && run.stdout.contains("--create-missing"),
+        "{run:?}"
+    );
     assert!(e.fake.writes().is_empty());
     assert!(e.fake.configs().is_empty());
 
-    let run = e.run(&["sync", "--config", path_str(&cfg), "--create-missing", "--output", "json"]).await;
+    let run = e
+        .run(&[
+            "sync",
+            "--config",
+            path_str(&cfg),
+            "--create-missing",
+            "--output",
+            "json",
+        ])
+        .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.json()["orders"]["action"], "created");
     let writes = e.fake.writes();
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].method, "POST");
     let origin = &writes[0].body.as_ref().unwrap()["origin"];
-    assert_eq!((origin["host"].as_str(), origin["user"].as_str()), (Some(e.local.host()), Some("admin")));
+    assert_eq!(
+        (origin["host"].as_str(), origin["user"].as_str()),
+        (Some(e.local.host()), Some("admin"))
+    );
     assert_eq!(e.fake.configs().len(), 1);
     assert_eq!(e.fake.test_connects().len(), 1);
 }
@@ -236,7 +303,17 @@ async fn dry_run_sends_no_write_and_keeps_no_state() {
     let e = env().await;
     e.fake.insert_config("orders", e.origin("admin"));
     let cfg = e.config(&["orders", "new-one"], true);
-    let run = e.run(&["sync", "--config", path_str(&cfg), "--dry-run", "--create-missing", "--output", "json"]).await;
+    let run = e
+        .run(&[
+            "sync",
+            "--config",
+            path_str(&cfg),
+            "--dry-run",
+            "--create-missing",
+            "--output",
+            "json",
+        ])
+        .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     let doc = run.json();
     assert_eq!(doc["orders"]["action"], "would_rotate", "{doc}");
@@ -253,9 +330,18 @@ async fn with_a_state_file_a_second_sync_rotates_only_when_due() {
     let sync = ["sync", "--config", path_str(&cfg), "--output", "json"];
 
     let first = e.run(&sync).await;
-    assert_eq!((first.code, first.json()["orders"]["action"].as_str()), (Some(0), Some("rotated")), "{first:?}");
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(e.dir.path().join("state.json")).unwrap()).unwrap();
-    assert!(state["endpoints"]["orders"]["last_rotation"].is_string(), "{state}");
+    assert_eq!(
+        (first.code, first.json()["orders"]["action"].as_str()),
+        (Some(0), Some("rotated")),
+        "{first:?}"
+    );
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(e.dir.path().join("state.json")).unwrap())
+            .unwrap();
+    assert!(
+        state["endpoints"]["orders"]["last_rotation"].is_string(),
+        "{state}"
+    );
     assert_eq!(e.fake.writes().len(), 1);
 
     let second = e.run(&sync).await;
@@ -267,24 +353,38 @@ async fn with_a_state_file_a_second_sync_rotates_only_when_due() {
     // 5 days on (less than a third left), it is.
     let later = |days: u64| {
         let t = SystemTime::now() + Duration::from_secs(days * 86_400);
-        vec![("DSQL_HYPERDRIVE_NOW", dsql_hyperdrive::state::format_time(t))]
+        vec![(
+            "DSQL_HYPERDRIVE_NOW",
+            dsql_hyperdrive::state::format_time(t),
+        )]
     };
     let third = e.run_with(&sync, &later(3)).await;
     assert_eq!(third.json()["orders"]["action"], "unchanged", "{third:?}");
     assert_eq!(e.fake.writes().len(), 1);
     let fourth = e.run_with(&sync, &later(5)).await;
-    assert_eq!((fourth.code, fourth.json()["orders"]["action"].as_str()), (Some(0), Some("rotated")), "{fourth:?}");
+    assert_eq!(
+        (fourth.code, fourth.json()["orders"]["action"].as_str()),
+        (Some(0), Some("rotated")),
+        "{fourth:?}"
+    );
     assert_eq!(e.fake.writes().len(), 2);
 
-    let forced = e.run(&["sync", "--config", path_str(&cfg), "--force"]).await;
+    let forced = e
+        .run(&["sync", "--config", path_str(&cfg), "--force"])
+        .await;
     assert_eq!(forced.code, Some(0), "{forced:?}");
     assert_eq!(e.fake.writes().len(), 3, "--force rotates although not due");
 
-    let status = e.run(&["status", "--config", path_str(&cfg), "--output", "json"]).await;
+    let status = e
+        .run(&["status", "--config", path_str(&cfg), "--output", "json"])
+        .await;
     assert_eq!(status.code, Some(0), "{status:?}");
     let s = status.json();
     assert_eq!(s["orders"]["config_id"], e.fake.configs()[0].id.as_str());
-    assert!(s["orders"]["last_rotation"].is_string() && s["orders"]["token_expiry"].is_string(), "{s}");
+    assert!(
+        s["orders"]["last_rotation"].is_string() && s["orders"]["token_expiry"].is_string(),
+        "{s}"
+    );
     assert_eq!(s["orders"]["due"], false);
 }
 
@@ -303,7 +403,10 @@ async fn bad_configuration_exits_2_naming_the_line_and_the_key() {
     .unwrap();
     let run = e.run(&["sync", "--config", path_str(&path)]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.contains("bad.toml:6") && run.stderr.contains("`hots`"), "{run:?}");
+    assert!(
+        run.stderr.contains("bad.toml:6") && run.stderr.contains("`hots`"),
+        "{run:?}"
+    );
 
     std::fs::write(
         &path,
@@ -316,9 +419,18 @@ async fn bad_configuration_exits_2_naming_the_line_and_the_key() {
     .unwrap();
     let run = e.run(&["sync", "--config", path_str(&path)]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.contains("bad.toml:6") && run.stderr.contains("endpoint[0].expires_in"), "{run:?}");
+    assert!(
+        run.stderr.contains("bad.toml:6") && run.stderr.contains("endpoint[0].expires_in"),
+        "{run:?}"
+    );
 
-    let run = e.run(&["sync", "--config", path_str(&e.dir.path().join("missing.toml"))]).await;
+    let run = e
+        .run(&[
+            "sync",
+            "--config",
+            path_str(&e.dir.path().join("missing.toml")),
+        ])
+        .await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("cannot read"), "{run:?}");
     assert!(e.fake.requests().is_empty());
@@ -336,37 +448,53 @@ async fn temporary_credentials_are_warned_about() {
     let cfg = e.config(&["orders"], false);
     let run = e.run(&["sync", "--config", path_str(&cfg)]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stderr.contains("warning: orders: the signing credentials are temporary"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("warning: orders: the signing credentials are temporary"),
+        "{run:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_rotates_then_stops_cleanly_on_sigterm() {
+async fn run_survives_a_failed_pass_rotates_then_stops_cleanly_on_sigterm() {
     let e = env().await;
     e.fake.insert_config("orders", e.origin("admin"));
+    // The first pass fails (database missing, not retried); the next one succeeds.
+    e.fake.fail_config("orders", 2014, 1);
     let cfg = e.config(&["orders"], true);
-    let mut child = e
+    let child = e
         .command(&["run", "--config", path_str(&cfg), "--interval", "1s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("dsql runs");
-    // Wait (with a hang guard) until the first pass wrote and a few passes went by.
+    // Wait (with a hang guard) for three passes: failed (GET, PATCH), rotated (GET, PATCH),
+    // unchanged (GET).
     let waited = tokio::time::timeout(HANG_GUARD, async {
-        while e.fake.writes().is_empty() || e.fake.requests().len() < 4 {
+        while e.fake.requests().len() < 5 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
     assert!(waited.is_ok(), "the rotator never wrote");
     let pid = child.id().expect("running").to_string();
-    let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
     assert!(kill.success());
-    let out = tokio::time::timeout(HANG_GUARD, child.wait_with_output()).await.expect("stops on SIGTERM").unwrap();
+    let out = tokio::time::timeout(HANG_GUARD, child.wait_with_output())
+        .await
+        .expect("stops on SIGTERM")
+        .unwrap();
     let run = Run::from(out);
     e.assert_no_secrets(&run);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stderr.contains("stopped"), "{run:?}");
     assert!(run.stdout.contains("orders: rotated"), "{run:?}");
-    assert!(run.stdout.contains("orders: unchanged"), "later passes see nothing due: {run:?}");
+    assert!(
+        run.stdout.contains("orders: unchanged"),
+        "later passes see nothing due: {run:?}"
+    );
     assert_eq!(e.fake.writes().len(), 1, "one rotation, then nothing due");
 }

@@ -22,7 +22,10 @@ struct Vector {
 
 /// boto3's tokens for `AT` (dsql-auth-core/tests/vectors/vectors.json, see gen_vectors.py there).
 fn vectors_at() -> Vec<Vector> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../dsql-auth-core/tests/vectors/vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../dsql-auth-core/tests/vectors/vectors.json"
+    );
     let file: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let s = |v: &Value, k: &str| v[k].as_str().unwrap().to_owned();
     file["vectors"]
@@ -47,6 +50,10 @@ fn vectors_at() -> Vec<Vector> {
 /// The binary with a clean environment: no AWS config files, no instance metadata, only what
 /// the test sets.
 fn dsql(home: &Path) -> Command {
+    // Empty files rather than missing ones: aws-config warns about missing override paths.
+    for f in ["no-config", "no-credentials"] {
+        std::fs::write(home.join(f), "").unwrap();
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dsql"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -58,7 +65,8 @@ fn dsql(home: &Path) -> Command {
 }
 
 fn with_creds(mut cmd: Command, v: &Vector) -> Command {
-    cmd.env("AWS_ACCESS_KEY_ID", &v.access_key_id).env("AWS_SECRET_ACCESS_KEY", &v.secret_access_key);
+    cmd.env("AWS_ACCESS_KEY_ID", &v.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &v.secret_access_key);
     if let Some(t) = &v.session_token {
         cmd.env("AWS_SESSION_TOKEN", t);
     }
@@ -66,7 +74,10 @@ fn with_creds(mut cmd: Command, v: &Vector) -> Command {
 }
 
 fn run(mut cmd: Command, args: &[&str]) -> Output {
-    cmd.arg("token").args(args).output().expect("the dsql binary runs")
+    cmd.arg("token")
+        .args(args)
+        .output()
+        .expect("the dsql binary runs")
 }
 
 fn stdout(o: &Output) -> String {
@@ -78,13 +89,27 @@ fn stderr(o: &Output) -> String {
 }
 
 fn user_for(action: &str) -> &'static str {
-    if action == "DbConnectAdmin" { "admin" } else { "app_reader" }
+    if action == "DbConnectAdmin" {
+        "admin"
+    } else {
+        "app_reader"
+    }
 }
 
 /// Arguments reproducing a vector: DSQL hosts give their own region, others get --region.
 fn args_for(v: &Vector) -> Vec<String> {
-    let mut a = vec!["--host".to_owned(), v.host.clone(), "--user".to_owned(), user_for(&v.action).to_owned()];
-    a.extend(["--expires-in".to_owned(), v.expires_in.to_string(), "--at".to_owned(), AT.to_owned()]);
+    let mut a = vec![
+        "--host".to_owned(),
+        v.host.clone(),
+        "--user".to_owned(),
+        user_for(&v.action).to_owned(),
+    ];
+    a.extend([
+        "--expires-in".to_owned(),
+        v.expires_in.to_string(),
+        "--at".to_owned(),
+        AT.to_owned(),
+    ]);
     if !v.host.ends_with(".on.aws") {
         a.extend(["--region".to_owned(), v.region.clone()]);
     }
@@ -92,7 +117,12 @@ fn args_for(v: &Vector) -> Vec<String> {
 }
 
 fn secret_parts(v: &Vector) -> Vec<String> {
-    let signature = v.expected.rsplit_once("X-Amz-Signature=").unwrap().1.to_owned();
+    let signature = v
+        .expected
+        .rsplit_once("X-Amz-Signature=")
+        .unwrap()
+        .1
+        .to_owned();
     let mut parts = vec![signature, v.secret_access_key.clone()];
     parts.extend(v.session_token.clone());
     parts
@@ -102,16 +132,29 @@ fn secret_parts(v: &Vector) -> Vec<String> {
 fn prints_the_same_token_as_boto3() {
     let home = tempfile::tempdir().unwrap();
     // Hosts with a port are not hosts to `dsql token` (the port goes elsewhere); all others count.
-    let vectors: Vec<_> = vectors_at().into_iter().filter(|v| !v.host.contains(':') || v.host.starts_with('[')).collect();
+    let vectors: Vec<_> = vectors_at()
+        .into_iter()
+        .filter(|v| !v.host.contains(':') || v.host.starts_with('['))
+        .collect();
     assert!(vectors.len() >= 12, "vectors for {AT}: {}", vectors.len());
     for v in &vectors {
         let args = args_for(v);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run(with_creds(dsql(home.path()), v), &args);
-        assert!(out.status.success(), "{}: {:?} {}", v.name, out.status, stderr(&out));
+        assert!(
+            out.status.success(),
+            "{}: {:?} {}",
+            v.name,
+            out.status,
+            stderr(&out)
+        );
         assert_eq!(stdout(&out), format!("{}\n", v.expected), "{}", v.name);
         for secret in secret_parts(v) {
-            assert!(!stderr(&out).contains(&secret), "{}: secret on stderr", v.name);
+            assert!(
+                !stderr(&out).contains(&secret),
+                "{}: secret on stderr",
+                v.name
+            );
         }
     }
 }
@@ -143,19 +186,39 @@ fn percent_decode(s: &str) -> String {
 fn url_env_and_json_formats() {
     let home = tempfile::tempdir().unwrap();
     let v = admin_vector();
-    assert!(v.session_token.is_some(), "this vector has a session token, so the token has % / + = to encode");
+    assert!(
+        v.session_token.is_some(),
+        "this vector has a session token, so the token has % / + = to encode"
+    );
     let base = ["--host", v.host.as_str(), "--at", AT];
 
-    let out = run(with_creds(dsql(home.path()), &v), &[&base[..], &["--format", "url"]].concat());
+    let out = run(
+        with_creds(dsql(home.path()), &v),
+        &[&base[..], &["--format", "url"]].concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let url = stdout(&out);
-    let rest = url.trim_end().strip_prefix("postgres://admin:").expect(&url);
+    let rest = url
+        .trim_end()
+        .strip_prefix("postgres://admin:")
+        .expect(&url);
     let (password, after) = rest.split_once('@').unwrap();
-    assert!(password.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)), "{password}");
+    assert!(
+        password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)),
+        "{password}"
+    );
     assert_eq!(percent_decode(password), v.expected);
-    assert_eq!(after, format!("{}:5432/postgres?sslmode=verify-full", v.host));
+    assert_eq!(
+        after,
+        format!("{}:5432/postgres?sslmode=verify-full", v.host)
+    );
 
-    let out = run(with_creds(dsql(home.path()), &v), &[&base[..], &["--format", "env"]].concat());
+    let out = run(
+        with_creds(dsql(home.path()), &v),
+        &[&base[..], &["--format", "env"]].concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let env = stdout(&out);
     let expected = format!(
@@ -165,7 +228,10 @@ fn url_env_and_json_formats() {
     );
     assert_eq!(env, expected);
 
-    let out = run(with_creds(dsql(home.path()), &v), &[&base[..], &["--format", "json", "--user", "admin"]].concat());
+    let out = run(
+        with_creds(dsql(home.path()), &v),
+        &[&base[..], &["--format", "json", "--user", "admin"]].concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["token"], v.expected.as_str());
@@ -183,12 +249,22 @@ fn non_admin_user_gets_db_connect_and_json_says_so() {
     let v = admin_vector();
     let out = run(
         with_creds(dsql(home.path()), &v),
-        &["--host", &v.host, "--user", "Admin", "--at", AT, "--format", "json"],
+        &[
+            "--host", &v.host, "--user", "Admin", "--at", AT, "--format", "json",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(json["action"], "DbConnect", "only exactly `admin` is the admin role");
-    assert!(json["token"].as_str().unwrap().contains("?Action=DbConnect&"));
+    assert_eq!(
+        json["action"], "DbConnect",
+        "only exactly `admin` is the admin role"
+    );
+    assert!(
+        json["token"]
+            .as_str()
+            .unwrap()
+            .contains("?Action=DbConnect&")
+    );
 }
 
 /// Runs a command expected to fail and returns its stderr after checking the exit code and
@@ -196,8 +272,15 @@ fn non_admin_user_gets_db_connect_and_json_says_so() {
 fn fails(out: Output, code: i32, v: &Vector) -> String {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert!(stdout(&out).is_empty(), "nothing on stdout: {}", stdout(&out));
-    assert!(err.starts_with("dsql: ") || err.starts_with("error: "), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "nothing on stdout: {}",
+        stdout(&out)
+    );
+    assert!(
+        err.starts_with("dsql: ") || err.starts_with("error: "),
+        "{err}"
+    );
     for secret in secret_parts(v) {
         assert!(!err.contains(&secret), "secret on stderr: {err}");
     }
@@ -213,14 +296,28 @@ fn usage_errors_exit_2_with_a_clear_message() {
 
     let err = fails(run(cmd(), &["--host", host, "--expires-in", "0"]), 2, &v);
     assert!(err.contains("604800"), "{err}");
-    let err = fails(run(cmd(), &["--host", host, "--expires-in", "604801"]), 2, &v);
+    let err = fails(
+        run(cmd(), &["--host", host, "--expires-in", "604801"]),
+        2,
+        &v,
+    );
     assert!(err.contains("604800"), "{err}");
     let err = fails(run(cmd(), &["--host", host, "--at", "next tuesday"]), 2, &v);
-    assert!(err.contains("RFC 3339") && err.contains("2024-01-01T00:00:00Z"), "{err}");
+    assert!(
+        err.contains("RFC 3339") && err.contains("2024-01-01T00:00:00Z"),
+        "{err}"
+    );
     let err = fails(run(cmd(), &["--host", "localhost"]), 2, &v);
     assert!(err.contains("region"), "{err}");
-    let err = fails(run(cmd(), &["--host", host, "--region", "eu-west-1"]), 2, &v);
-    assert!(err.contains("eu-west-1") && err.contains("us-east-1"), "{err}");
+    let err = fails(
+        run(cmd(), &["--host", host, "--region", "eu-west-1"]),
+        2,
+        &v,
+    );
+    assert!(
+        err.contains("eu-west-1") && err.contains("us-east-1"),
+        "{err}"
+    );
     let err = fails(run(cmd(), &["--host", host, "--user", ""]), 2, &v);
     assert!(err.contains("--user"), "{err}");
     let err = fails(run(cmd(), &["--host", host, "--format", "yaml"]), 2, &v);
@@ -237,14 +334,20 @@ fn missing_credentials_exit_1_and_say_what_to_do() {
     let v = admin_vector();
     let out = run(dsql(home.path()), &["--host", &v.host, "--at", AT]);
     let err = fails(out, 1, &v);
-    assert!(err.contains("credentials") && err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    assert!(
+        err.contains("credentials") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 
 #[test]
 fn region_for_custom_hosts_comes_from_aws_region() {
     let home = tempfile::tempdir().unwrap();
-    let v = vectors_at().into_iter().find(|v| v.name == "custom-localhost").expect("vector present");
+    let v = vectors_at()
+        .into_iter()
+        .find(|v| v.name == "custom-localhost")
+        .expect("vector present");
     let mut cmd = with_creds(dsql(home.path()), &v);
     cmd.env("AWS_REGION", &v.region);
     let out = run(cmd, &["--host", "localhost", "--user", "app", "--at", AT]);

@@ -130,8 +130,11 @@ impl ClientBuilder {
             .user_agent(concat!("dsql-hyperdrive/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
-                Error::new(ErrorKind::Transport, format!("cannot build the HTTP client: {e}"))
-                    .with_source(e)
+                Error::new(
+                    ErrorKind::Transport,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+                .with_source(e)
             })?;
         Ok(HyperdriveClient {
             http,
@@ -147,7 +150,11 @@ impl ClientBuilder {
 
 /// Ids go into URL paths: accept only the characters Cloudflare ids use.
 fn check_id(what: &str, id: &str) -> Result<()> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Error::new(
             ErrorKind::InvalidArgument,
             format!("the {what} {id:?} is not a Cloudflare id (letters, digits, '-' and '_' only)"),
@@ -208,16 +215,28 @@ impl HyperdriveClient {
     }
 
     fn configs_url(&self) -> String {
-        format!("{}/accounts/{}/hyperdrive/configs", self.base, self.account_id)
+        format!(
+            "{}/accounts/{}/hyperdrive/configs",
+            self.base, self.account_id
+        )
     }
 
     /// Every configuration of the account, following pagination.
     pub async fn list_configs(&self) -> Result<Vec<HyperdriveConfig>> {
         let mut all = Vec::new();
         for page in 1..=self.max_pages {
-            let query = [("page", page.to_string()), ("per_page", self.per_page.to_string())];
+            let query = [
+                ("page", page.to_string()),
+                ("per_page", self.per_page.to_string()),
+            ];
             let env = self
-                .send(Method::GET, &self.configs_url(), &query, None, "list Hyperdrive configurations")
+                .send(
+                    Method::GET,
+                    &self.configs_url(),
+                    &query,
+                    None,
+                    "list Hyperdrive configurations",
+                )
                 .await?;
             let items: Vec<HyperdriveConfig> = match env.result {
                 None | Some(serde_json::Value::Null) => Vec::new(),
@@ -226,7 +245,9 @@ impl HyperdriveClient {
             let got = items.len() as u64;
             all.extend(items);
             // Older servers send everything at once, without result_info.
-            let Some(info) = env.result_info else { return Ok(all) };
+            let Some(info) = env.result_info else {
+                return Ok(all);
+            };
             if got == 0 {
                 return Ok(all);
             }
@@ -251,8 +272,12 @@ impl HyperdriveClient {
     /// The configuration named `name`, if one exists. Two or more with that name is an error
     /// ([`ErrorKind::DuplicateName`]): which one to rotate would be a guess.
     pub async fn find_by_name(&self, name: &str) -> Result<Option<HyperdriveConfig>> {
-        let mut matches: Vec<HyperdriveConfig> =
-            self.list_configs().await?.into_iter().filter(|c| c.name == name).collect();
+        let mut matches: Vec<HyperdriveConfig> = self
+            .list_configs()
+            .await?
+            .into_iter()
+            .filter(|c| c.name == name)
+            .collect();
         match matches.len() {
             0 => Ok(None),
             1 => Ok(matches.pop()),
@@ -283,7 +308,9 @@ impl HyperdriveClient {
     pub async fn create_config(&self, config: &NewConfig) -> Result<HyperdriveConfig> {
         let body = to_body(config)?;
         let what = format!("create Hyperdrive configuration {:?}", config.name);
-        let env = self.send(Method::POST, &self.configs_url(), &[], Some(body), &what).await?;
+        let env = self
+            .send(Method::POST, &self.configs_url(), &[], Some(body), &what)
+            .await?;
         required_result(env, &what)
     }
 
@@ -293,7 +320,9 @@ impl HyperdriveClient {
         let body = to_body(edit)?;
         let url = format!("{}/{id}", self.configs_url());
         let what = format!("update Hyperdrive configuration {id}");
-        let env = self.send(Method::PATCH, &url, &[], Some(body), &what).await?;
+        let env = self
+            .send(Method::PATCH, &url, &[], Some(body), &what)
+            .await?;
         required_result(env, &what)
     }
 
@@ -314,7 +343,10 @@ impl HyperdriveClient {
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
-            let error = match self.attempt(method.clone(), url, query, body.as_ref(), what).await {
+            let error = match self
+                .attempt(method.clone(), url, query, body.as_ref(), what)
+                .await
+            {
                 Ok(env) => return Ok(env),
                 Err(e) => e,
             };
@@ -322,13 +354,18 @@ impl HyperdriveClient {
                 return Err(error);
             }
             let Some(mut delay) =
-                self.retry.next_delay(attempts, started.elapsed(), rand::random::<f64>())
+                self.retry
+                    .next_delay(attempts, started.elapsed(), rand::random::<f64>())
             else {
                 return Err(error);
             };
             if let Some(asked) = error.retry_after().filter(|a| *a > delay) {
                 // Honour retry-after, unless waiting that long would overrun the time budget.
-                if self.retry.max_elapsed.is_some_and(|max| started.elapsed() + asked > max) {
+                if self
+                    .retry
+                    .max_elapsed
+                    .is_some_and(|max| started.elapsed() + asked > max)
+                {
                     return Err(error);
                 }
                 delay = asked;
@@ -347,7 +384,10 @@ impl HyperdriveClient {
         what: &str,
     ) -> Result<Envelope> {
         tracing::debug!(%method, %url, "Hyperdrive API request");
-        let mut request = self.http.request(method, url).bearer_auth(self.token.expose());
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.token.expose());
         if !query.is_empty() {
             request = request.query(query);
         }
@@ -367,14 +407,19 @@ impl HyperdriveClient {
         let ok_status = (200..300).contains(&status);
         match envelope {
             Some(env) if ok_status && env.success != Some(false) => Ok(env),
-            Some(env) => {
-                Err(Error::from_api(what, status, env.errors.unwrap_or_default(), retry_after))
-            }
+            Some(env) => Err(Error::from_api(
+                what,
+                status,
+                env.errors.unwrap_or_default(),
+                retry_after,
+            )),
             // A body that is not an envelope: the status alone decides (proxies answer 502 in HTML).
             None if !ok_status => Err(Error::from_api(what, status, Vec::new(), retry_after)),
             None => Err(Error::new(
                 ErrorKind::InvalidResponse,
-                format!("{what}: the answer (HTTP {status}) is not a Cloudflare API envelope; check the API base URL"),
+                format!(
+                    "{what}: the answer (HTTP {status}) is not a Cloudflare API envelope; check the API base URL"
+                ),
             )),
         }
     }
@@ -382,18 +427,28 @@ impl HyperdriveClient {
 
 fn transport(what: &str, e: reqwest::Error) -> Error {
     // reqwest's message names the URL (base and account id), never the Authorization header.
-    Error::new(ErrorKind::Transport, format!("{what}: the request failed: {e}")).with_source(e)
+    Error::new(
+        ErrorKind::Transport,
+        format!("{what}: the request failed: {e}"),
+    )
+    .with_source(e)
 }
 
 fn to_body(value: &impl serde::Serialize) -> Result<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| {
-        Error::new(ErrorKind::InvalidArgument, format!("cannot encode the request body: {e}"))
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("cannot encode the request body: {e}"),
+        )
     })
 }
 
 fn parse_result<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T> {
     serde_json::from_value(value).map_err(|e| {
-        Error::new(ErrorKind::InvalidResponse, format!("{what}: unexpected result shape: {e}"))
+        Error::new(
+            ErrorKind::InvalidResponse,
+            format!("{what}: unexpected result shape: {e}"),
+        )
     })
 }
 
@@ -421,7 +476,10 @@ mod tests {
     fn bad_arguments_are_refused() {
         let e = HyperdriveClient::new("acc/../x", "t").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-        let e = HyperdriveClient::builder("acc", "t").api_base("ftp://x").build().unwrap_err();
+        let e = HyperdriveClient::builder("acc", "t")
+            .api_base("ftp://x")
+            .build()
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         let e = HyperdriveClient::new("acc", "").unwrap_err();
         assert!(e.to_string().contains("CLOUDFLARE_API_TOKEN"));

@@ -256,7 +256,9 @@ impl RotatorConfig {
                 return Err(err(
                     Some(e.name.span()),
                     key("name"),
-                    format!("{name:?} is used by another [[endpoint]]: each name is one Hyperdrive configuration"),
+                    format!(
+                        "{name:?} is used by another [[endpoint]]: each name is one Hyperdrive configuration"
+                    ),
                 ));
             }
             let region = e.region.as_ref().map(|r| r.get_ref().as_str());
@@ -288,28 +290,68 @@ impl RotatorConfig {
             };
             let port = e.port.as_ref().map_or(5432, |p| *p.get_ref());
             if port == 0 {
-                return Err(err(e.port.map(|p| p.span()), key("port"), "must be 1..=65535".into()));
+                return Err(err(
+                    e.port.map(|p| p.span()),
+                    key("port"),
+                    "must be 1..=65535".into(),
+                ));
             }
             let endpoint = endpoint.with_port(port);
-            let user = e.user.as_ref().map_or("admin", |u| u.get_ref().as_str()).trim().to_owned();
+            let user = e
+                .user
+                .as_ref()
+                .map_or("admin", |u| u.get_ref().as_str())
+                .trim()
+                .to_owned();
             if user.is_empty() {
-                return Err(err(e.user.map(|u| u.span()), key("user"), "is empty".into()));
+                return Err(err(
+                    e.user.map(|u| u.span()),
+                    key("user"),
+                    "is empty".into(),
+                ));
             }
-            let database =
-                e.database.as_ref().map_or("postgres", |d| d.get_ref().as_str()).trim().to_owned();
+            let database = e
+                .database
+                .as_ref()
+                .map_or("postgres", |d| d.get_ref().as_str())
+                .trim()
+                .to_owned();
             if database.is_empty() {
-                return Err(err(e.database.map(|d| d.span()), key("database"), "is empty".into()));
+                return Err(err(
+                    e.database.map(|d| d.span()),
+                    key("database"),
+                    "is empty".into(),
+                ));
             }
             let expires_in = e.expires_in.as_ref().map_or(604_800, |x| *x.get_ref());
-            let signing =
-                SigningParams::new(endpoint.sign_host(), endpoint.region(), Action::for_user(&user))
-                    .and_then(|p| p.with_expires_in(Duration::from_secs(expires_in)))
-                    .map_err(|x| {
-                        err(e.expires_in.as_ref().map(Spanned::span), key("expires_in"), x.to_string())
-                    })?;
-            endpoints.push(EndpointSpec { name, endpoint, user, database, signing });
+            let signing = SigningParams::new(
+                endpoint.sign_host(),
+                endpoint.region(),
+                Action::for_user(&user),
+            )
+            .and_then(|p| p.with_expires_in(Duration::from_secs(expires_in)))
+            .map_err(|x| {
+                err(
+                    e.expires_in.as_ref().map(Spanned::span),
+                    key("expires_in"),
+                    x.to_string(),
+                )
+            })?;
+            endpoints.push(EndpointSpec {
+                name,
+                endpoint,
+                user,
+                database,
+                signing,
+            });
         }
-        Ok(Self { account_id, api_token, api_base, state_file, endpoints })
+        Ok(Self {
+            account_id,
+            api_token,
+            api_base,
+            state_file,
+            endpoints,
+        })
     }
 }
 
@@ -332,11 +374,47 @@ mod tests {
         ))
         .unwrap();
         let e = &c.endpoints[0];
-        assert_eq!((e.user.as_str(), e.database.as_str(), e.endpoint.port()), ("admin", "postgres", 5432));
+        assert_eq!(
+            (e.user.as_str(), e.database.as_str(), e.endpoint.port()),
+            ("admin", "postgres", 5432)
+        );
         assert_eq!(e.signing.action(), Action::DbConnectAdmin);
         assert_eq!(e.signing.expires_in(), Duration::from_secs(604_800));
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert_eq!(c.state_file.as_deref(), Some(Path::new("/etc/dsql/s.json")));
+    }
+
+    #[test]
+    fn debug_hides_the_api_token() {
+        let c = RotatorConfig::parse(
+            &format!("[cloudflare]\naccount_id = \"acc\"\n[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\n"),
+            Path::new("c.toml"),
+            Path::new("."),
+            |k| (k == "CLOUDFLARE_API_TOKEN").then(|| "cf-secret-token-123".to_owned()),
+        )
+        .unwrap();
+        assert_eq!(c.api_token.expose(), "cf-secret-token-123");
+        assert!(!format!("{c:?}").contains("cf-secret-token-123"));
+    }
+
+    #[test]
+    fn missing_token_and_account_say_what_to_set() {
+        let e = RotatorConfig::parse(
+            &format!("[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\n"),
+            Path::new("c.toml"),
+            Path::new("."),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("CLOUDFLARE_ACCOUNT_ID"), "{e}");
+        let e = RotatorConfig::parse(
+            &format!("[cloudflare]\naccount_id = \"acc\"\n[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\n"),
+            Path::new("c.toml"),
+            Path::new("."),
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("CLOUDFLARE_API_TOKEN"), "{e}");
     }
 
     #[test]
@@ -355,7 +433,11 @@ mod tests {
             "[cloudflare]\naccount_id = \"acc\"\n[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\nexpires_in = 999999\n"
         ))
         .unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(6), Some("endpoint[0].expires_in")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(6), Some("endpoint[0].expires_in")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -364,12 +446,19 @@ mod tests {
             "[cloudflare]\naccount_id = \"acc\"\n[[endpoint]]\nname = \"a\"\ncluster_id = \"abcdefghijklmnopqrstuvwxyz\"\nregion = \"us-east-1\"\nuser = \"app\"\n",
         )
         .unwrap();
-        assert_eq!(c.endpoints[0].endpoint.connect_host(), "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws");
+        assert_eq!(
+            c.endpoints[0].endpoint.connect_host(),
+            "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
+        );
         assert_eq!(c.endpoints[0].signing.action(), Action::DbConnect);
         let e = parse(&format!(
             "[cloudflare]\naccount_id = \"acc\"\n[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\n[[endpoint]]\nname = \"a\"\nhost = \"{HOST}\"\n"
         ))
         .unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(7), Some("endpoint[1].name")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(7), Some("endpoint[1].name")),
+            "{e}"
+        );
     }
 }

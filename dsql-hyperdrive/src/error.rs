@@ -203,8 +203,10 @@ impl Error {
 
     /// Whether the request may succeed if sent again: 429, 5xx, and codes 2010, 2011 and 2015.
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::RateLimited | ErrorKind::Server | ErrorKind::OriginUnreachable)
-            || self.api_errors.iter().any(|e| e.code == 2015)
+        matches!(
+            self.kind,
+            ErrorKind::RateLimited | ErrorKind::Server | ErrorKind::OriginUnreachable
+        ) || self.api_errors.iter().any(|e| e.code == 2015)
     }
 }
 
@@ -216,14 +218,21 @@ mod tests {
     use super::*;
 
     fn msg(code: i64) -> Vec<ApiMessage> {
-        vec![ApiMessage { code, message: "x".into() }]
+        vec![ApiMessage {
+            code,
+            message: "x".into(),
+        }]
     }
 
     #[test]
     fn code_decides_over_status() {
         let e = Error::from_api("PATCH", 400, msg(2013), None);
         assert_eq!(e.kind(), ErrorKind::InvalidCredentials);
-        assert!(e.to_string().contains("the token or the IAM policy is wrong"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("the token or the IAM policy is wrong"),
+            "{e}"
+        );
         assert!(!e.is_retryable());
         assert!(Error::from_api("PATCH", 400, msg(2010), None).is_retryable());
         assert!(Error::from_api("PATCH", 400, msg(2011), None).is_retryable());
@@ -231,8 +240,14 @@ mod tests {
         assert!(!Error::from_api("PATCH", 400, msg(2014), None).is_retryable());
         assert!(Error::from_api("GET", 429, vec![], Some(Duration::from_secs(3))).is_retryable());
         assert!(Error::from_api("GET", 503, vec![], None).is_retryable());
-        assert_eq!(Error::from_api("GET", 403, msg(10000), None).kind(), ErrorKind::Unauthorized);
+        assert_eq!(
+            Error::from_api("GET", 403, msg(10000), None).kind(),
+            ErrorKind::Unauthorized
+        );
         assert!(!Error::from_api("GET", 400, msg(1001), None).is_retryable());
-        assert_eq!(Error::from_api("GET", 400, msg(2014), None).codes(), vec![2014]);
+        assert_eq!(
+            Error::from_api("GET", 400, msg(2014), None).codes(),
+            vec![2014]
+        );
     }
 }

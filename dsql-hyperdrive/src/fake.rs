@@ -219,7 +219,11 @@ impl FakeBuilder {
 
     /// Starts the fake on 127.0.0.1 and a free port.
     pub async fn start(self) -> Result<FakeHyperdrive, FakeError> {
-        let tls = if self.test_connections { Some(Arc::new(tls_config(self.ca.as_deref())?)) } else { None };
+        let tls = if self.test_connections {
+            Some(Arc::new(tls_config(self.ca.as_deref())?))
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             account_id: self.account_id,
             api_token: self.api_token,
@@ -227,7 +231,10 @@ impl FakeBuilder {
             routes: self.routes,
             tls,
             test_connections: self.test_connections,
-            inner: Mutex::new(Inner { next_id: 1, ..Inner::default() }),
+            inner: Mutex::new(Inner {
+                next_id: 1,
+                ..Inner::default()
+            }),
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
@@ -246,7 +253,12 @@ impl FakeBuilder {
                 })
                 .await;
         });
-        Ok(FakeHyperdrive { addr, shared, stop: Some(stop), task: Some(task) })
+        Ok(FakeHyperdrive {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
     }
 }
 
@@ -256,7 +268,10 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, FakeError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let err = |message: String| FakeError::Ca { path: path.to_owned(), message };
+            let err = |message: String| FakeError::Ca {
+                path: path.to_owned(),
+                message,
+            };
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| err(e.to_string()))?
                 .collect::<Result<Vec<_>, _>>()
@@ -273,7 +288,10 @@ fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, FakeError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| FakeError::Ca { path: PathBuf::new(), message: e.to_string() })?
+        .map_err(|e| FakeError::Ca {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
@@ -338,14 +356,21 @@ impl FakeHyperdrive {
     /// Every stored configuration, as the API would show it (without secrets).
     pub fn configs(&self) -> Vec<HyperdriveConfig> {
         let inner = self.shared.lock();
-        inner.configs.iter().filter_map(|c| serde_json::from_value(c.public()).ok()).collect()
+        inner
+            .configs
+            .iter()
+            .filter_map(|c| serde_json::from_value(c.public()).ok())
+            .collect()
     }
 
     /// The password stored in configuration `id`: what Hyperdrive would connect with.
     pub fn stored_password(&self, id: &str) -> Option<String> {
         let inner = self.shared.lock();
         let c = inner.configs.iter().find(|c| c.id == id)?;
-        c.origin.get("password").and_then(Value::as_str).map(str::to_owned)
+        c.origin
+            .get("password")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
     }
 
     /// Every request received so far.
@@ -355,7 +380,10 @@ impl FakeHyperdrive {
 
     /// The requests that could change something (not GET).
     pub fn writes(&self) -> Vec<RecordedRequest> {
-        self.requests().into_iter().filter(RecordedRequest::is_write).collect()
+        self.requests()
+            .into_iter()
+            .filter(RecordedRequest::is_write)
+            .collect()
     }
 
     /// Forgets the request log.
@@ -371,7 +399,9 @@ impl FakeHyperdrive {
     /// The next `times` requests are answered 429 with `retry-after: <retry_after_secs>`.
     pub fn inject_rate_limit(&self, times: u32, retry_after_secs: u64) {
         let mut inner = self.shared.lock();
-        inner.rate_limits.extend(std::iter::repeat_n(retry_after_secs, times as usize));
+        inner
+            .rate_limits
+            .extend(std::iter::repeat_n(retry_after_secs, times as usize));
     }
 
     /// The next `times` requests are answered 503 with an HTML body (no envelope).
@@ -382,7 +412,10 @@ impl FakeHyperdrive {
     /// The next `times` creates/updates of configuration `name` fail with Hyperdrive `code`
     /// (e.g. 2011 connection refused, 2013 invalid credentials); `u32::MAX` for always.
     pub fn fail_config(&self, name: &str, code: i64, times: u32) {
-        self.shared.lock().failures.insert(name.to_owned(), (code, times));
+        self.shared
+            .lock()
+            .failures
+            .insert(name.to_owned(), (code, times));
     }
 
     /// Sparse envelopes: successes omit `messages` and `result_info` (lists come whole), failures
@@ -442,7 +475,13 @@ struct Answer {
 }
 
 fn ok(result: Value) -> Answer {
-    Answer { status: StatusCode::OK, result, result_info: None, errors: Vec::new(), retry_after: None }
+    Answer {
+        status: StatusCode::OK,
+        result,
+        result_info: None,
+        errors: Vec::new(),
+        retry_after: None,
+    }
 }
 
 fn fail(status: StatusCode, code: i64, message: impl Into<String>) -> Answer {
@@ -455,9 +494,18 @@ fn fail(status: StatusCode, code: i64, message: impl Into<String>) -> Answer {
     }
 }
 
-async fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let body_json: Option<Value> =
-        if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+async fn handle(
+    shared: &Shared,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body_json: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
     let (sparse, limited, server_error) = {
         let mut inner = shared.lock();
         inner.log.push(RecordedRequest {
@@ -476,17 +524,28 @@ async fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
     let answer = if let Some(secs) = limited {
         Answer {
             retry_after: Some(secs),
-            ..fail(StatusCode::TOO_MANY_REQUESTS, 971, "Please wait and consider throttling your request speed")
+            ..fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                971,
+                "Please wait and consider throttling your request speed",
+            )
         }
     } else if server_error {
-        return (StatusCode::SERVICE_UNAVAILABLE, "<html><body>503 Service Temporarily Unavailable</body></html>")
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<html><body>503 Service Temporarily Unavailable</body></html>",
+        )
             .into_response();
     } else {
         let expected = format!("Bearer {}", shared.api_token);
         if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
             fail(StatusCode::UNAUTHORIZED, 10000, "Authentication error")
         } else if !body.is_empty() && body_json.is_none() {
-            fail(StatusCode::BAD_REQUEST, 1001, "Invalid request: the body is not JSON")
+            fail(
+                StatusCode::BAD_REQUEST,
+                1001,
+                "Invalid request: the body is not JSON",
+            )
         } else {
             route(shared, &method, &uri, body_json).await
         }
@@ -496,7 +555,11 @@ async fn handle(shared: &Shared, method: Method, uri: Uri, headers: HeaderMap, b
 
 fn render(a: Answer, sparse: bool) -> Response {
     let success = a.errors.is_empty();
-    let errors: Vec<Value> = a.errors.iter().map(|(c, m)| json!({"code": c, "message": m})).collect();
+    let errors: Vec<Value> = a
+        .errors
+        .iter()
+        .map(|(c, m)| json!({"code": c, "message": m}))
+        .collect();
     let mut env = Map::new();
     env.insert("success".into(), Value::Bool(success));
     env.insert("errors".into(), Value::Array(errors));
@@ -538,7 +601,13 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri, body: Option<Value>)
     }
     let body = match body {
         Some(Value::Object(o)) => Some(o),
-        Some(_) => return fail(StatusCode::BAD_REQUEST, 1001, "Invalid request: the body must be an object"),
+        Some(_) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                1001,
+                "Invalid request: the body must be an object",
+            );
+        }
         None => None,
     };
     match (method.as_str(), id) {
@@ -563,7 +632,11 @@ async fn route(shared: &Shared, method: &Method, uri: &Uri, body: Option<Value>)
                 None => not_found(),
             }
         }
-        _ => fail(StatusCode::METHOD_NOT_ALLOWED, 7001, "Method not allowed for this route"),
+        _ => fail(
+            StatusCode::METHOD_NOT_ALLOWED,
+            7001,
+            "Method not allowed for this route",
+        ),
     }
 }
 
@@ -581,7 +654,11 @@ fn list(shared: &Shared, query: &str) -> Answer {
             ("page", Ok(n)) if n >= 1 => page = n,
             ("per_page", Ok(n)) => per_page = n.clamp(1, 50),
             ("page" | "per_page", _) => {
-                return fail(StatusCode::BAD_REQUEST, 1001, format!("Invalid value for {k}: {v:?}"));
+                return fail(
+                    StatusCode::BAD_REQUEST,
+                    1001,
+                    format!("Invalid value for {k}: {v:?}"),
+                );
             }
             _ => {}
         }
@@ -589,11 +666,18 @@ fn list(shared: &Shared, query: &str) -> Answer {
     let inner = shared.lock();
     if inner.sparse {
         // Older behaviour: everything at once, no result_info.
-        return ok(Value::Array(inner.configs.iter().map(Stored::public).collect()));
+        return ok(Value::Array(
+            inner.configs.iter().map(Stored::public).collect(),
+        ));
     }
     let total = inner.configs.len();
-    let items: Vec<Value> =
-        inner.configs.iter().skip((page - 1).saturating_mul(per_page)).take(per_page).map(Stored::public).collect();
+    let items: Vec<Value> = inner
+        .configs
+        .iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .map(Stored::public)
+        .collect();
     let count = items.len();
     Answer {
         result_info: Some(json!({
@@ -611,7 +695,13 @@ fn missing_network_field(origin: &Map<String, Value>) -> Option<&'static str> {
     let needed: &[&'static str] = if has("service_id") {
         &["service_id", "database", "user"]
     } else if has("access_client_id") || has("access_client_secret") {
-        &["host", "access_client_id", "access_client_secret", "database", "user"]
+        &[
+            "host",
+            "access_client_id",
+            "access_client_secret",
+            "database",
+            "user",
+        ]
     } else {
         &["host", "port", "database", "user"]
     };
@@ -621,7 +711,11 @@ fn missing_network_field(origin: &Map<String, Value>) -> Option<&'static str> {
 fn check_origin_fields(origin: &Map<String, Value>) -> Result<(), Answer> {
     for (k, v) in origin {
         if !NETWORK_FIELDS.contains(&k.as_str()) && k != "password" {
-            return Err(fail(StatusCode::BAD_REQUEST, 1001, format!("origin: unknown field {k:?}")));
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                1001,
+                format!("origin: unknown field {k:?}"),
+            ));
         }
         let good = match k.as_str() {
             "port" => v.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
@@ -629,7 +723,11 @@ fn check_origin_fields(origin: &Map<String, Value>) -> Result<(), Answer> {
             _ => v.as_str().is_some_and(|s| !s.is_empty()),
         };
         if !good {
-            return Err(fail(StatusCode::BAD_REQUEST, 1001, format!("origin.{k}: invalid value")));
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                1001,
+                format!("origin.{k}: invalid value"),
+            ));
         }
     }
     Ok(())
@@ -641,10 +739,18 @@ fn full_origin(body: &Map<String, Value>) -> Result<Map<String, Value>, Answer> 
     };
     check_origin_fields(origin)?;
     if let Some(k) = missing_network_field(origin) {
-        return Err(fail(StatusCode::BAD_REQUEST, 1001, format!("origin.{k}: required")));
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            1001,
+            format!("origin.{k}: required"),
+        ));
     }
     if !origin.contains_key("password") {
-        return Err(fail(StatusCode::BAD_REQUEST, 1001, "origin.password: required"));
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            1001,
+            "origin.password: required",
+        ));
     }
     let mut origin = origin.clone();
     origin.entry("scheme").or_insert_with(|| json!("postgres"));
@@ -667,7 +773,13 @@ fn extras(body: &Map<String, Value>) -> Result<Map<String, Value>, Answer> {
             "mtls" | "origin_connection_limit" => {
                 extra.insert(k.clone(), v.clone());
             }
-            _ => return Err(fail(StatusCode::BAD_REQUEST, 1001, format!("unknown field {k:?}"))),
+            _ => {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    1001,
+                    format!("unknown field {k:?}"),
+                ));
+            }
         }
     }
     Ok(extra)
@@ -683,7 +795,10 @@ async fn create(shared: &Shared, body: Map<String, Value>) -> Answer {
         return fail(
             StatusCode::BAD_REQUEST,
             2017,
-            format!("The account has reached its limit of {} Hyperdrive configurations", shared.limit),
+            format!(
+                "The account has reached its limit of {} Hyperdrive configurations",
+                shared.limit
+            ),
         );
     }
     if let Err(a) = accept_origin(shared, &name, &origin).await {
@@ -692,10 +807,18 @@ async fn create(shared: &Shared, body: Map<String, Value>) -> Answer {
     let caching = body.get("caching").cloned().unwrap_or_else(default_caching);
     let mut inner = shared.lock();
     if inner.configs.len() >= shared.limit {
-        return fail(StatusCode::BAD_REQUEST, 2017, "The account has reached its configuration limit");
+        return fail(
+            StatusCode::BAD_REQUEST,
+            2017,
+            "The account has reached its configuration limit",
+        );
     }
     let id = insert(&mut inner, &name, origin, caching, extra);
-    inner.configs.iter().find(|c| c.id == id).map_or_else(not_found, |c| ok(c.public()))
+    inner
+        .configs
+        .iter()
+        .find(|c| c.id == id)
+        .map_or_else(not_found, |c| ok(c.public()))
 }
 
 async fn patch(shared: &Shared, id: &str, body: Map<String, Value>) -> Answer {
@@ -749,7 +872,9 @@ async fn patch(shared: &Shared, id: &str, body: Map<String, Value>) -> Answer {
         return a;
     }
     let mut inner = shared.lock();
-    let Some(c) = inner.configs.iter_mut().find(|c| c.id == id) else { return not_found() };
+    let Some(c) = inner.configs.iter_mut().find(|c| c.id == id) else {
+        return not_found();
+    };
     c.name = new_name;
     c.origin = origin;
     if let (Some(Value::Object(new)), Value::Object(old)) = (body.get("caching"), &mut c.caching) {
@@ -775,7 +900,9 @@ async fn put(shared: &Shared, id: &str, body: Map<String, Value>) -> Answer {
         return a;
     }
     let mut inner = shared.lock();
-    let Some(c) = inner.configs.iter_mut().find(|c| c.id == id) else { return not_found() };
+    let Some(c) = inner.configs.iter_mut().find(|c| c.id == id) else {
+        return not_found();
+    };
     c.name = name;
     c.origin = origin;
     // PUT replaces: caching settings left out go back to their defaults.
@@ -790,7 +917,11 @@ async fn put(shared: &Shared, id: &str, body: Map<String, Value>) -> Answer {
 }
 
 /// Injected failures first, then the test connection.
-async fn accept_origin(shared: &Shared, name: &str, origin: &Map<String, Value>) -> Result<(), Answer> {
+async fn accept_origin(
+    shared: &Shared,
+    name: &str,
+    origin: &Map<String, Value>,
+) -> Result<(), Answer> {
     let injected = {
         let mut inner = shared.lock();
         match inner.failures.get_mut(name) {
@@ -804,16 +935,31 @@ async fn accept_origin(shared: &Shared, name: &str, origin: &Map<String, Value>)
         }
     };
     if let Some(code) = injected {
-        return Err(fail(StatusCode::BAD_REQUEST, code, format!("{} (injected)", code_message(code))));
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("{} (injected)", code_message(code)),
+        ));
     }
     if !shared.test_connections {
         return Ok(());
     }
-    let host = origin.get("host").and_then(Value::as_str).unwrap_or("").to_owned();
+    let host = origin
+        .get("host")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let result = test_connect(shared, origin).await;
-    shared.lock().test_connects.push((host, result.as_ref().map(|_| ()).map_err(|(c, _)| *c)));
+    shared
+        .lock()
+        .test_connects
+        .push((host, result.as_ref().map(|_| ()).map_err(|(c, _)| *c)));
     result.map_err(|(code, detail)| {
-        fail(StatusCode::BAD_REQUEST, code, format!("{}: {detail}", code_message(code)))
+        fail(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("{}: {detail}", code_message(code)),
+        )
     })
 }
 
@@ -834,24 +980,42 @@ fn code_message(code: i64) -> &'static str {
 
 /// Connects like Hyperdrive: TLS verify-full with SNI = origin host, the new password, `SELECT 1`.
 async fn test_connect(shared: &Shared, origin: &Map<String, Value>) -> Result<(), (i64, String)> {
-    let text = |k: &str| origin.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let text = |k: &str| {
+        origin
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
     if origin.contains_key("service_id") || origin.contains_key("access_client_id") {
         // VPC and Access origins are reached through tunnels the fake does not have.
         return Ok(());
     }
     if text("scheme") == "mysql" {
-        return Err((2015, "the fake test-connects PostgreSQL origins only".into()));
+        return Err((
+            2015,
+            "the fake test-connects PostgreSQL origins only".into(),
+        ));
     }
     let host = text("host");
-    let port = origin.get("port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(5432);
+    let port = origin
+        .get("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(5432);
     let addr = match shared.routes.get(&host.to_ascii_lowercase()) {
         Some(a) => *a,
-        None => match tokio::net::lookup_host((host.as_str(), port)).await.map(|mut a| a.next()) {
+        None => match tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map(|mut a| a.next())
+        {
             Ok(Some(a)) => a,
             _ => return Err((2008, format!("{host:?} does not resolve"))),
         },
     };
-    let Some(tls) = shared.tls.clone() else { return Ok(()) };
+    let Some(tls) = shared.tls.clone() else {
+        return Ok(());
+    };
     let mut config = tokio_postgres::Config::new();
     config
         .host(&host)
@@ -902,7 +1066,10 @@ fn classify(e: &tokio_postgres::Error) -> (i64, String) {
             if io.kind() == std::io::ErrorKind::ConnectionRefused {
                 return (2011, io.to_string());
             }
-            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
                 return (2012, io.to_string());
             }
         }

@@ -59,7 +59,10 @@ impl Origin {
 
     /// An origin holding only a password: the minimal rotation PATCH.
     pub fn password_only(password: Secret) -> Self {
-        Self { password: Some(password), ..Self::default() }
+        Self {
+            password: Some(password),
+            ..Self::default()
+        }
     }
 }
 
@@ -105,7 +108,10 @@ pub struct NewConfig {
 impl NewConfig {
     /// A configuration named `name` for `origin`.
     pub fn new(name: impl Into<String>, origin: Origin) -> Self {
-        Self { name: name.into(), origin }
+        Self {
+            name: name.into(),
+            origin,
+        }
     }
 }
 
@@ -125,7 +131,10 @@ pub struct ConfigEdit {
 impl ConfigEdit {
     /// The rotation body: `{"origin":{"password":"..."}}` and nothing else.
     pub fn password(password: Secret) -> Self {
-        Self { name: None, origin: Some(Origin::password_only(password)) }
+        Self {
+            name: None,
+            origin: Some(Origin::password_only(password)),
+        }
     }
 }
 

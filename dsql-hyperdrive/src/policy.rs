@@ -30,7 +30,9 @@ impl RotationState {
 
     /// The stored token's usable life: effective expiry minus rotation time (zero if reversed).
     pub fn lifetime(&self) -> Duration {
-        self.effective_expiry().duration_since(self.last_rotation).unwrap_or(Duration::ZERO)
+        self.effective_expiry()
+            .duration_since(self.last_rotation)
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -80,7 +82,10 @@ pub struct RotationPolicy {
 
 impl Default for RotationPolicy {
     fn default() -> Self {
-        Self { refresh_fraction: 1.0 / 3.0, jitter: 0.05 }
+        Self {
+            refresh_fraction: 1.0 / 3.0,
+            jitter: 0.05,
+        }
     }
 }
 
@@ -88,13 +93,19 @@ impl RotationPolicy {
     /// Decides whether to rotate at `now`. `random` is a uniform draw in `[0, 1)` supplied by the
     /// caller (values outside are clamped), which keeps this function pure.
     pub fn decide(&self, state: Option<&RotationState>, now: SystemTime, random: f64) -> Decision {
-        let Some(state) = state else { return Decision::Rotate(RotateReason::NoState) };
+        let Some(state) = state else {
+            return Decision::Rotate(RotateReason::NoState);
+        };
         let expiry = state.effective_expiry();
         let life = state.lifetime();
         if life.is_zero() || now >= expiry {
             return Decision::Rotate(RotateReason::Expired);
         }
-        let random = if random.is_finite() { random.clamp(0.0, 1.0) } else { 0.0 };
+        let random = if random.is_finite() {
+            random.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         let fraction =
             (self.refresh_fraction.clamp(0.0, 1.0) + self.jitter.max(0.0) * random).min(1.0);
         let lead = life.mul_f64(fraction);
@@ -102,7 +113,10 @@ impl RotationPolicy {
         if now >= rotate_at {
             Decision::Rotate(RotateReason::Due)
         } else {
-            Decision::Wait { rotate_at, effective_expiry: expiry }
+            Decision::Wait {
+                rotate_at,
+                effective_expiry: expiry,
+            }
         }
     }
 }
@@ -131,9 +145,18 @@ mod tests {
     #[test]
     fn seven_day_token_waits_four_days_then_rotates() {
         let s = state(7 * DAY, None);
-        let p = RotationPolicy { jitter: 0.0, ..RotationPolicy::default() };
-        assert!(!p.decide(Some(&s), s.last_rotation + 4 * DAY, 0.0).should_rotate());
-        assert!(p.decide(Some(&s), s.last_rotation + 5 * DAY, 0.0).should_rotate());
+        let p = RotationPolicy {
+            jitter: 0.0,
+            ..RotationPolicy::default()
+        };
+        assert!(
+            !p.decide(Some(&s), s.last_rotation + 4 * DAY, 0.0)
+                .should_rotate()
+        );
+        assert!(
+            p.decide(Some(&s), s.last_rotation + 5 * DAY, 0.0)
+                .should_rotate()
+        );
     }
 
     #[test]
@@ -141,7 +164,10 @@ mod tests {
         let s = state(7 * DAY, Some(Duration::from_secs(3600)));
         assert_eq!(s.lifetime(), Duration::from_secs(3600));
         let p = RotationPolicy::default();
-        assert!(p.decide(Some(&s), s.last_rotation + Duration::from_secs(2500), 0.0).should_rotate());
+        assert!(
+            p.decide(Some(&s), s.last_rotation + Duration::from_secs(2500), 0.0)
+                .should_rotate()
+        );
         assert_eq!(
             p.decide(Some(&s), s.last_rotation + 2 * DAY, 0.0),
             Decision::Rotate(RotateReason::Expired)

@@ -87,7 +87,11 @@ impl EndpointReport {
     }
 
     fn failed(name: &str, config_id: Option<String>, error: impl std::fmt::Display) -> Self {
-        Self { config_id, error: Some(error.to_string()), ..Self::new(name, SyncAction::Failed) }
+        Self {
+            config_id,
+            error: Some(error.to_string()),
+            ..Self::new(name, SyncAction::Failed)
+        }
     }
 }
 
@@ -102,7 +106,9 @@ pub struct SyncReport {
 impl SyncReport {
     /// Whether no endpoint failed.
     pub fn all_ok(&self) -> bool {
-        self.endpoints.iter().all(|e| e.action != SyncAction::Failed)
+        self.endpoints
+            .iter()
+            .all(|e| e.action != SyncAction::Failed)
     }
 }
 
@@ -123,7 +129,12 @@ pub struct SyncOptions {
 impl SyncOptions {
     /// Rotate what is due, create nothing, at `now`.
     pub fn new(now: SystemTime) -> Self {
-        Self { dry_run: false, force: false, create_missing: false, now }
+        Self {
+            dry_run: false,
+            force: false,
+            create_missing: false,
+            now,
+        }
     }
 }
 
@@ -194,8 +205,11 @@ impl Rotator {
         let configs = match self.client.list_configs().await {
             Ok(c) => c,
             Err(e) => {
-                let endpoints =
-                    self.endpoints.iter().map(|s| EndpointReport::failed(&s.name, None, &e)).collect();
+                let endpoints = self
+                    .endpoints
+                    .iter()
+                    .map(|s| EndpointReport::failed(&s.name, None, &e))
+                    .collect();
                 return SyncReport { endpoints };
             }
         };
@@ -279,8 +293,17 @@ impl Rotator {
         }
         let recorded = recorded.filter(|r| r.config_id == id && r.fingerprint == fingerprint(spec));
         let rotation = recorded.map(EndpointState::rotation);
-        let decision = self.policy.decide(rotation.as_ref(), opts.now, rand::random::<f64>());
-        if let (false, Decision::Wait { rotate_at, effective_expiry }) = (opts.force, decision) {
+        let decision = self
+            .policy
+            .decide(rotation.as_ref(), opts.now, rand::random::<f64>());
+        if let (
+            false,
+            Decision::Wait {
+                rotate_at,
+                effective_expiry,
+            },
+        ) = (opts.force, decision)
+        {
             let mut report = EndpointReport::new(name, SyncAction::Unchanged);
             report.config_id = Some(id);
             report.token_expiry = rotation.map(|r| r.token_expires_at);
@@ -323,7 +346,9 @@ impl Rotator {
                     spec.user.clone(),
                     password,
                 );
-                self.client.create_config(&NewConfig::new(name, origin)).await
+                self.client
+                    .create_config(&NewConfig::new(name, origin))
+                    .await
             }
         };
         let config = match result {
@@ -337,7 +362,11 @@ impl Rotator {
         };
         let mut report = EndpointReport::new(
             name,
-            if id.is_some() { SyncAction::Rotated } else { SyncAction::Created },
+            if id.is_some() {
+                SyncAction::Rotated
+            } else {
+                SyncAction::Created
+            },
         );
         report.config_id = Some(config.id.clone());
         report.token_expiry = Some(token.expires_at());
@@ -368,23 +397,36 @@ impl Rotator {
                 let recorded = state.endpoints.get(&spec.name).cloned();
                 let (config_ids, error) = match &listing {
                     Ok(all) => {
-                        let ids: Vec<String> =
-                            all.iter().filter(|c| c.name == spec.name).map(|c| c.id.clone()).collect();
+                        let ids: Vec<String> = all
+                            .iter()
+                            .filter(|c| c.name == spec.name)
+                            .map(|c| c.id.clone())
+                            .collect();
                         let error = match ids.len() {
-                            0 => Some(format!("no Hyperdrive configuration is named {:?}", spec.name)),
+                            0 => Some(format!(
+                                "no Hyperdrive configuration is named {:?}",
+                                spec.name
+                            )),
                             1 => None,
-                            n => Some(format!("{n} Hyperdrive configurations are named {:?}", spec.name)),
+                            n => Some(format!(
+                                "{n} Hyperdrive configurations are named {:?}",
+                                spec.name
+                            )),
                         };
                         (ids, error)
                     }
                     Err(e) => (Vec::new(), Some(e.to_string())),
                 };
-                let current = recorded
-                    .as_ref()
-                    .filter(|r| r.fingerprint == fingerprint(spec) && config_ids.contains(&r.config_id));
+                let current = recorded.as_ref().filter(|r| {
+                    r.fingerprint == fingerprint(spec) && config_ids.contains(&r.config_id)
+                });
                 // Without jitter: the latest moment a rotation becomes due.
-                let policy = RotationPolicy { jitter: 0.0, ..self.policy };
-                let decision = policy.decide(current.map(EndpointState::rotation).as_ref(), now, 0.0);
+                let policy = RotationPolicy {
+                    jitter: 0.0,
+                    ..self.policy
+                };
+                let decision =
+                    policy.decide(current.map(EndpointState::rotation).as_ref(), now, 0.0);
                 EndpointStatus {
                     name: spec.name.clone(),
                     config_ids,

@@ -13,12 +13,16 @@ use crate::policy::RotationState;
 
 /// Formats a time as RFC 3339 UTC (`2026-11-22T04:50:00Z`).
 pub fn format_time(t: SystemTime) -> String {
-    OffsetDateTime::from(t).format(&Rfc3339).unwrap_or_else(|_| "<unrepresentable time>".to_owned())
+    OffsetDateTime::from(t)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "<unrepresentable time>".to_owned())
 }
 
 /// Parses an RFC 3339 time.
 pub fn parse_time(s: &str) -> Option<SystemTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok().map(SystemTime::from)
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(SystemTime::from)
 }
 
 mod rfc3339 {
@@ -30,23 +34,29 @@ mod rfc3339 {
     }
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
         let s = String::deserialize(d)?;
-        parse_time(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
+        parse_time(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time")))
     }
 
     pub(super) mod option {
         use super::*;
-        pub(crate) fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        pub(crate) fn serialize<S: Serializer>(
+            t: &Option<SystemTime>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
             match t {
                 Some(t) => s.serialize_str(&format_time(*t)),
                 None => s.serialize_none(),
             }
         }
-        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SystemTime>, D::Error> {
             match Option::<String>::deserialize(d)? {
                 None => Ok(None),
-                Some(s) => parse_time(&s)
-                    .map(Some)
-                    .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time"))),
+                Some(s) => parse_time(&s).map(Some).ok_or_else(|| {
+                    serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time"))
+                }),
             }
         }
     }
@@ -68,7 +78,11 @@ pub struct EndpointState {
     #[serde(with = "rfc3339")]
     pub token_expires_at: SystemTime,
     /// When the signing credentials expire (absent for long-term keys).
-    #[serde(default, with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub credentials_expire_at: Option<SystemTime>,
 }
 
@@ -116,7 +130,10 @@ fn one() -> u32 {
 
 impl Default for StateFile {
     fn default() -> Self {
-        Self { version: 1, endpoints: BTreeMap::new() }
+        Self {
+            version: 1,
+            endpoints: BTreeMap::new(),
+        }
     }
 }
 
@@ -152,8 +169,12 @@ impl StateFile {
                 format!("cannot write the state file {}: {e}", path.display()),
             )
         };
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("cannot encode the state: {e}")))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("cannot encode the state: {e}"),
+            )
+        })?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);

@@ -18,7 +18,11 @@ fn fast_retries() -> RetryPolicy {
 }
 
 async fn fake() -> FakeHyperdrive {
-    FakeHyperdrive::builder().test_connections(false).start().await.expect("fake starts")
+    FakeHyperdrive::builder()
+        .test_connections(false)
+        .start()
+        .await
+        .expect("fake starts")
 }
 
 fn client(fake: &FakeHyperdrive, per_page: u32) -> HyperdriveClient {
@@ -46,8 +50,19 @@ async fn listing_follows_pages_and_stops_at_total_count() {
     }
     let all = client(&fake, 10).list_configs().await.unwrap();
     assert_eq!(all.len(), 23);
-    let gets: Vec<_> = fake.requests().into_iter().map(|r| r.query.unwrap_or_default()).collect();
-    assert_eq!(gets, ["page=1&per_page=10", "page=2&per_page=10", "page=3&per_page=10"]);
+    let gets: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .map(|r| r.query.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        gets,
+        [
+            "page=1&per_page=10",
+            "page=2&per_page=10",
+            "page=3&per_page=10"
+        ]
+    );
     // Exactly a multiple of the page size: stops on total_count, no empty fourth page.
     let fake = self::fake().await;
     for i in 0..20 {
@@ -82,7 +97,11 @@ async fn find_by_name_on_the_second_page_and_duplicates() {
     }
     let id = fake.insert_config("orders", origin("h.example", None));
     let c = client(&fake, 10);
-    let found = c.find_by_name("orders").await.unwrap().expect("found on page 2");
+    let found = c
+        .find_by_name("orders")
+        .await
+        .unwrap()
+        .expect("found on page 2");
     assert_eq!(found.id, id);
     assert_eq!(c.find_by_name("nope").await.unwrap(), None);
     fake.insert_config("orders", origin("h.example", None));
@@ -103,8 +122,14 @@ async fn sparse_envelopes_are_understood() {
     assert_eq!(c.list_configs().await.unwrap().len(), 30);
     assert_eq!(fake.requests().len(), 1);
     // A failure without messages or result still yields its code and status.
-    let e = c.get_config("ffffffffffffffffffffffffffffffff").await.unwrap_err();
-    assert_eq!((e.kind(), e.status(), e.codes()), (ErrorKind::NotFound, Some(404), vec![2007]));
+    let e = c
+        .get_config("ffffffffffffffffffffffffffffffff")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.kind(), e.status(), e.codes()),
+        (ErrorKind::NotFound, Some(404), vec![2007])
+    );
 }
 
 #[tokio::test]
@@ -114,7 +139,9 @@ async fn rate_limit_is_retried_after_the_asked_delay() {
     fake.inject_rate_limit(1, 1);
     let c = client(&fake, 20);
     let started = std::time::Instant::now();
-    c.rotate_password(&id, Secret::new("new-password")).await.expect("retried after 429");
+    c.rotate_password(&id, Secret::new("new-password"))
+        .await
+        .expect("retried after 429");
     // retry-after: 1 was honoured (a hang guard is not a timing assertion: this is a lower bound
     // the client itself must respect).
     assert!(started.elapsed() >= Duration::from_secs(1));
@@ -142,12 +169,23 @@ async fn invalid_credentials_are_not_retried_and_say_why() {
     let fake = fake().await;
     let id = fake.insert_config("orders", origin("h.example", Some("old")));
     fake.fail_config("orders", 2013, u32::MAX);
-    let e = client(&fake, 20).rotate_password(&id, Secret::new("bad")).await.unwrap_err();
+    let e = client(&fake, 20)
+        .rotate_password(&id, Secret::new("bad"))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidCredentials);
     assert_eq!(e.codes(), vec![2013]);
-    assert!(e.to_string().contains("the token or the IAM policy is wrong"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the token or the IAM policy is wrong"),
+        "{e}"
+    );
     assert_eq!(fake.writes().len(), 1, "2013 is not retried");
-    assert_eq!(fake.stored_password(&id).as_deref(), Some("old"), "a refused password is not stored");
+    assert_eq!(
+        fake.stored_password(&id).as_deref(),
+        Some("old"),
+        "a refused password is not stored"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +193,10 @@ async fn unreachable_origin_is_retried() {
     let fake = fake().await;
     let id = fake.insert_config("orders", origin("h.example", Some("old")));
     fake.fail_config("orders", 2011, 1);
-    client(&fake, 20).rotate_password(&id, Secret::new("new")).await.expect("second try succeeds");
+    client(&fake, 20)
+        .rotate_password(&id, Secret::new("new"))
+        .await
+        .expect("second try succeeds");
     assert_eq!(fake.writes().len(), 2);
 }
 
@@ -176,7 +217,11 @@ async fn secrets_are_never_echoed_and_patch_rules_hold() {
     assert_eq!(got.origin.password, None);
     // Raw bodies too: no "password" key anywhere in any answer.
     let raw = reqwest::Client::new()
-        .get(format!("{}/accounts/{}/hyperdrive/configs", fake.api_base(), fake.account_id()))
+        .get(format!(
+            "{}/accounts/{}/hyperdrive/configs",
+            fake.api_base(),
+            fake.account_id()
+        ))
         .bearer_auth(fake.api_token())
         .send()
         .await
@@ -188,11 +233,16 @@ async fn secrets_are_never_echoed_and_patch_rules_hold() {
 
     // Part of the network origin alone is refused; the whole of it, or the password alone, is fine.
     let mut partial = ConfigEdit::default();
-    partial.origin = Some(Origin { host: Some("other.example".into()), ..Origin::default() });
+    partial.origin = Some(Origin {
+        host: Some("other.example".into()),
+        ..Origin::default()
+    });
     let e = c.edit_config(&created.id, &partial).await.unwrap_err();
     assert_eq!((e.kind(), e.status()), (ErrorKind::Rejected, Some(400)));
     assert!(e.to_string().contains("must be sent together"), "{e}");
-    c.rotate_password(&created.id, Secret::new("pw-2")).await.unwrap();
+    c.rotate_password(&created.id, Secret::new("pw-2"))
+        .await
+        .unwrap();
     assert_eq!(fake.stored_password(&created.id).as_deref(), Some("pw-2"));
     assert_eq!(fake.configs()[0].origin.host.as_deref(), Some("h.example"));
 }
@@ -202,7 +252,11 @@ async fn put_resets_caching_and_delete_removes() {
     let fake = fake().await;
     let id = fake.insert_config("orders", origin("h.example", Some("pw")));
     let http = reqwest::Client::new();
-    let url = format!("{}/accounts/{}/hyperdrive/configs/{id}", fake.api_base(), fake.account_id());
+    let url = format!(
+        "{}/accounts/{}/hyperdrive/configs/{id}",
+        fake.api_base(),
+        fake.account_id()
+    );
     let patch = http
         .patch(&url)
         .bearer_auth(fake.api_token())
@@ -220,8 +274,17 @@ async fn put_resets_caching_and_delete_removes() {
         .await
         .unwrap();
     assert!(put.status().is_success());
-    assert_eq!(fake.configs()[0].caching.as_ref().unwrap()["max_age"], 60, "PUT reset caching");
-    let del = http.delete(&url).bearer_auth(fake.api_token()).send().await.unwrap();
+    assert_eq!(
+        fake.configs()[0].caching.as_ref().unwrap()["max_age"],
+        60,
+        "PUT reset caching"
+    );
+    let del = http
+        .delete(&url)
+        .bearer_auth(fake.api_token())
+        .send()
+        .await
+        .unwrap();
     let body: Value = del.json().await.unwrap();
     assert_eq!(body["success"], true);
     assert!(fake.configs().is_empty());
@@ -229,11 +292,19 @@ async fn put_resets_caching_and_delete_removes() {
 
 #[tokio::test]
 async fn account_limit_and_bad_token() {
-    let fake = FakeHyperdrive::builder().test_connections(false).config_limit(1).start().await.unwrap();
+    let fake = FakeHyperdrive::builder()
+        .test_connections(false)
+        .config_limit(1)
+        .start()
+        .await
+        .unwrap();
     fake.insert_config("a", origin("h.example", None));
     let c = client(&fake, 20);
     let e = c
-        .create_config(&NewConfig::new("b", Origin::postgres("h", 5432, "postgres", "admin", Secret::new("x"))))
+        .create_config(&NewConfig::new(
+            "b",
+            Origin::postgres("h", 5432, "postgres", "admin", Secret::new("x")),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::LimitReached);
@@ -249,7 +320,10 @@ async fn account_limit_and_bad_token() {
 
 #[tokio::test]
 async fn unreachable_api_is_a_transport_error() {
-    let c = HyperdriveClient::builder("acc", "tok").api_base("http://127.0.0.1:1/client/v4").build().unwrap();
+    let c = HyperdriveClient::builder("acc", "tok")
+        .api_base("http://127.0.0.1:1/client/v4")
+        .build()
+        .unwrap();
     let e = c.list_configs().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transport);
     assert!(!e.to_string().contains("tok\""));

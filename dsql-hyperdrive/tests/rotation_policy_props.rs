@@ -126,6 +126,9 @@ proptest! {
 #[test]
 fn no_state_rotates_at_any_time() {
     for t in [0, 1, T0, u32::MAX as u64] {
-        assert_eq!(RotationPolicy::default().decide(None, at(t), 0.3), Decision::Rotate(RotateReason::NoState));
+        assert_eq!(
+            RotationPolicy::default().decide(None, at(t), 0.3),
+            Decision::Rotate(RotateReason::NoState)
+        );
     }
 }

@@ -51,15 +51,15 @@ fn pgbench() -> Result<String, String> {
     let mut found = candidates
         .into_iter()
         .find(|c| Command::new(c).arg("--version").output().is_ok());
-    if found.is_none() {
-        if let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") {
-            found = dirs
-                .flatten()
-                .map(|d| d.path().join("bin/pgbench"))
-                .filter(|p| p.is_file())
-                .max()
-                .map(|p| p.to_string_lossy().into_owned());
-        }
+    if found.is_none()
+        && let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql")
+    {
+        found = dirs
+            .flatten()
+            .map(|d| d.path().join("bin/pgbench"))
+            .filter(|p| p.is_file())
+            .max()
+            .map(|p| p.to_string_lossy().into_owned());
     }
     found.ok_or_else(|| {
         "pgbench not found: apt-get install postgresql-contrib (or postgresql)".to_owned()

@@ -221,12 +221,12 @@ impl LocalDsqlBuilder {
                 "max connections must be at least 1".into(),
             ));
         }
-        if let Some(c) = &self.credentials {
-            if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
-                return Err(Error::InvalidConfig(
-                    "the access key id and secret key must not be empty".into(),
-                ));
-            }
+        if let Some(c) = &self.credentials
+            && (c.access_key_id.is_empty() || c.secret_access_key.is_empty())
+        {
+            return Err(Error::InvalidConfig(
+                "the access key id and secret key must not be empty".into(),
+            ));
         }
         Ok(())
     }

@@ -114,10 +114,10 @@ fn find_bindir() -> Result<PathBuf, Error> {
             return Ok(dir);
         }
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_tools(d)) {
-            return Ok(dir);
-        }
+    if let Some(dir) =
+        std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).find(|d| has_tools(d)))
+    {
+        return Ok(dir);
     }
     // Debian/Ubuntu keep each major version apart; take the newest.
     let mut best: Option<(Vec<u32>, PathBuf)> = None;

@@ -290,12 +290,14 @@ pub(crate) fn take_cluster_id(options: &str) -> (String, Option<String>) {
                 i += 2;
                 continue;
             }
-        } else if let Some(setting) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
-            if let Some(v) = is_cluster(setting) {
-                id = Some(v);
-                i += 1;
-                continue;
-            }
+        } else if let Some(v) = w
+            .strip_prefix("--")
+            .or_else(|| w.strip_prefix("-c"))
+            .and_then(is_cluster)
+        {
+            id = Some(v);
+            i += 1;
+            continue;
         }
         kept.push(w.clone());
         i += 1;

@@ -515,8 +515,7 @@ async fn the_connection_count_is_limited_with_53300() {
     let _second = connect(&dsql, &dial, &password).await.expect("second");
     let err = connect(&dsql, &dial, &password)
         .await
-        .err()
-        .expect("third refused");
+        .expect_err("third refused");
     assert_eq!(
         db_error(&err),
         (
@@ -634,7 +633,7 @@ async fn shutdown_removes_the_temporary_postgres_and_bad_options_are_errors() {
             "upstream",
         ),
     ] {
-        let err = builder.start().await.err().expect("invalid option refused");
+        let err = builder.start().await.expect_err("invalid option refused");
         let text = err.to_string();
         assert!(text.contains(needle), "{text}");
         assert!(!text.contains("hunter2"), "{text}");

@@ -22,7 +22,11 @@ fn bench_connect(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
     // No rate limit in the way: the bench opens thousands of connections.
     let local = rt
-        .block_on(LocalDsql::builder().rate_limit(1_000_000, 1_000_000).start())
+        .block_on(
+            LocalDsql::builder()
+                .rate_limit(1_000_000, 1_000_000)
+                .start(),
+        )
         .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
     let config: Config = local
         .connection_string()
@@ -30,15 +34,21 @@ fn bench_connect(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("config: {e}"))
         .with_token_provider(TokenProvider::new(local.credentials()));
     // The anchor: the same settings and TLS, a token signed once (valid 15 minutes).
-    let token = rt.block_on(config.token()).unwrap_or_else(|e| panic!("token: {e}"));
+    let token = rt
+        .block_on(config.token())
+        .unwrap_or_else(|e| panic!("token: {e}"));
     let plain = config.pg_config_with_token(&token);
     let tls = config.tls().clone();
 
     let mut group = c.benchmark_group("connect");
-    group.sample_size(60).measurement_time(Duration::from_secs(15));
+    group
+        .sample_size(60)
+        .measurement_time(Duration::from_secs(15));
     group.bench_function("dsql-rs", |b| {
         b.to_async(&rt).iter(|| async {
-            let (client, connection) = connect(&config).await.unwrap_or_else(|e| panic!("connect: {e}"));
+            let (client, connection) = connect(&config)
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
             drop(client);
             // Ends once the client is gone: the close is part of both measurements.
             let _ = connection.await;
@@ -46,7 +56,10 @@ fn bench_connect(c: &mut Criterion) {
     });
     group.bench_function("anchor", |b| {
         b.to_async(&rt).iter(|| async {
-            let (client, connection) = plain.connect(tls.clone()).await.unwrap_or_else(|e| panic!("connect: {e}"));
+            let (client, connection) = plain
+                .connect(tls.clone())
+                .await
+                .unwrap_or_else(|e| panic!("connect: {e}"));
             drop(client);
             let _ = connection.await;
         })

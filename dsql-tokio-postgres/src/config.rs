@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dsql_auth_core::{
-    Action, AuthToken, ConnectOptions, Endpoint, RetryPolicy, SigningParams, SslMode, SslNegotiation, TokenProvider,
+    Action, AuthToken, ConnectOptions, Endpoint, RetryPolicy, SigningParams, SslMode,
+    SslNegotiation, TokenProvider,
 };
 use tokio::sync::OnceCell;
 
@@ -82,7 +83,6 @@ impl Config {
         Self::with_endpoint(options, endpoint)
     }
 
-
     /// Parses a connection string, taking values it leaves out from the environment
     /// (`PGHOST`, `PGUSER`, `PGPORT`, `PGDATABASE`, `AWS_REGION`, as [`ConnectOptions`] documents).
     pub fn from_env_and_str(s: &str) -> Result<Self, Error> {
@@ -94,7 +94,11 @@ impl Config {
     /// such as a PrivateLink endpoint or a proxy (with `region`, and `cluster_id` if it is not a
     /// DSQL hostname).
     pub fn builder(host: impl Into<String>) -> ConfigBuilder {
-        ConfigBuilder { options: ConnectOptions::new(host.into()), provider: None, connect_retry: None }
+        ConfigBuilder {
+            options: ConnectOptions::new(host.into()),
+            provider: None,
+            connect_retry: None,
+        }
     }
 
     fn with_endpoint(options: ConnectOptions, endpoint: Endpoint) -> Result<Self, Error> {
@@ -105,7 +109,12 @@ impl Config {
             .port(endpoint.port())
             .user(&options.user)
             .dbname(&options.dbname)
-            .application_name(options.application_name.as_deref().unwrap_or(DEFAULT_APPLICATION_NAME))
+            .application_name(
+                options
+                    .application_name
+                    .as_deref()
+                    .unwrap_or(DEFAULT_APPLICATION_NAME),
+            )
             // TLS is always on; how the certificate is checked is the TLS connector's job.
             .ssl_mode(tokio_postgres::config::SslMode::Require)
             .ssl_negotiation(match options.sslnegotiation {
@@ -146,7 +155,11 @@ impl Config {
             pg.options(startup_options);
         }
 
-        let tls = MakeDsqlTls::new(options.sslmode, options.sslnegotiation, options.sslrootcert.as_deref())?;
+        let tls = MakeDsqlTls::new(
+            options.sslmode,
+            options.sslnegotiation,
+            options.sslrootcert.as_deref(),
+        )?;
 
         Ok(Self {
             options,
@@ -207,12 +220,18 @@ impl Config {
     /// The token provider: the one given with [`Config::with_token_provider`], else the AWS
     /// default chain (with the configured profile), resolved on first use and then shared.
     pub async fn token_provider(&self) -> Result<&TokenProvider, Error> {
-        self.provider.get_or_try_init(|| default_provider(self.options.profile.clone())).await
+        self.provider
+            .get_or_try_init(|| default_provider(self.options.profile.clone()))
+            .await
     }
 
     /// A token for this configuration, from the provider's cache when still fresh.
     pub async fn token(&self) -> Result<AuthToken, Error> {
-        self.token_provider().await?.token(&self.signing).await.map_err(Error::from_core)
+        self.token_provider()
+            .await?
+            .token(&self.signing)
+            .await
+            .map_err(Error::from_core)
     }
 
     /// The tokio-postgres configuration for one connection: [`Config::pg_config`] with `token`
@@ -226,7 +245,9 @@ impl Config {
 
 #[cfg(feature = "aws-config")]
 async fn default_provider(profile: Option<String>) -> Result<TokenProvider, Error> {
-    TokenProvider::from_default_chain(profile.as_deref()).await.map_err(Error::from_core)
+    TokenProvider::from_default_chain(profile.as_deref())
+        .await
+        .map_err(Error::from_core)
 }
 
 #[cfg(not(feature = "aws-config"))]

@@ -26,7 +26,10 @@ pub async fn connect(config: &Config) -> Result<(Client, DsqlConnection), Error>
     let mut attempts: u32 = 0;
     loop {
         attempts += 1;
-        let token = provider.token(config.signing_params()).await.map_err(Error::from_core)?;
+        let token = provider
+            .token(config.signing_params())
+            .await
+            .map_err(Error::from_core)?;
         let pg = config.pg_config_with_token(&token);
         drop(token);
         tracing::debug!(
@@ -71,10 +74,16 @@ pub async fn connect(config: &Config) -> Result<(Client, DsqlConnection), Error>
             }
             Err(err) => err,
         };
-        let class = err.as_db_error().map(|db| classify(db.code().code(), db.message()));
+        let class = err
+            .as_db_error()
+            .map(|db| classify(db.code().code(), db.message()));
         match class {
             Some(class) if class.is_retryable_connect() => {
-                let delay = config.connect_retry().next_delay(attempts, started.elapsed(), rand::random::<f64>());
+                let delay = config.connect_retry().next_delay(
+                    attempts,
+                    started.elapsed(),
+                    rand::random::<f64>(),
+                );
                 match delay {
                     Some(delay) => {
                         tracing::debug!(
@@ -111,7 +120,10 @@ pub async fn connect(config: &Config) -> Result<(Client, DsqlConnection), Error>
                         db.message(),
                         db.code().code()
                     ),
-                    None => format!("DSQL at {} rejected the connection: {err}", endpoint.connect_host()),
+                    None => format!(
+                        "DSQL at {} rejected the connection: {err}",
+                        endpoint.connect_host()
+                    ),
                 };
                 return Err(Error::new(ErrorKind::Db, message).with_source(err));
             }
@@ -137,10 +149,17 @@ pub async fn connect_spawned(config: &Config) -> Result<Client, Error> {
 async fn access_denied(config: &Config, err: tokio_postgres::Error) -> Error {
     let params = config.signing_params();
     let key_id = match config.token_provider().await {
-        Ok(provider) => provider.access_key_id().await.unwrap_or_else(|_| "<unknown>".to_owned()),
+        Ok(provider) => provider
+            .access_key_id()
+            .await
+            .unwrap_or_else(|_| "<unknown>".to_owned()),
         Err(_) => "<unknown>".to_owned(),
     };
-    let detail = err.as_db_error().and_then(|db| db.detail()).map(|d| format!(" ({d})")).unwrap_or_default();
+    let detail = err
+        .as_db_error()
+        .and_then(|db| db.detail())
+        .map(|d| format!(" ({d})"))
+        .unwrap_or_default();
     Error::new(
         ErrorKind::AccessDenied,
         format!(
@@ -177,7 +196,12 @@ fn transport_error(config: &Config, err: tokio_postgres::Error) -> Error {
             "cannot connect to {}:{}{}: {err}; check host, hostaddr, port and the network path",
             endpoint.connect_host(),
             endpoint.port(),
-            config.options().hostaddr.as_deref().map(|a| format!(" (address {a})")).unwrap_or_default()
+            config
+                .options()
+                .hostaddr
+                .as_deref()
+                .map(|a| format!(" (address {a})"))
+                .unwrap_or_default()
         )
     };
     Error::new(ErrorKind::Connect, message).with_source(err)

@@ -38,22 +38,47 @@ pub enum ErrorKind {
 
 /// An error from dsql-tokio-postgres. Its message says what to do next; it never contains the
 /// IAM token, a secret access key or a session token.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
+#[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
-    #[source]
-    source: Option<BoxError>,
+    source: Option<Source>,
+}
+
+#[derive(Debug)]
+enum Source {
+    /// A core error whose message is already this error's message: its causes come next.
+    Core(dsql_auth_core::Error),
+    Other(BoxError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match &self.source {
+            Some(Source::Core(core)) => core.source(),
+            Some(Source::Other(other)) => Some(other.as_ref()),
+            None => None,
+        }
+    }
 }
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
-        Self { kind, message: message.to_string(), source: None }
+        Self {
+            kind,
+            message: message.to_string(),
+            source: None,
+        }
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.source = Some(Source::Other(source.into()));
         self
     }
 
@@ -64,7 +89,7 @@ impl Error {
 
     /// The server's error, if the server sent one (SQLSTATE, message, detail).
     pub fn as_db_error(&self) -> Option<&DbError> {
-        let mut next: Option<&(dyn StdError + 'static)> = self.source.as_deref().map(|e| e as _);
+        let mut next = StdError::source(self);
         while let Some(err) = next {
             if let Some(db) = err.downcast_ref::<DbError>() {
                 return Some(db);
@@ -81,7 +106,8 @@ impl Error {
 
     /// How DSQL's error classification sees the server's error, if there is one.
     pub fn dsql_class(&self) -> Option<DsqlErrorClass> {
-        self.as_db_error().map(|db| classify(db.code().code(), db.message()))
+        self.as_db_error()
+            .map(|db| classify(db.code().code(), db.message()))
     }
 
     /// Maps a core error (configuration, credentials, signing) to this crate's error.
@@ -93,9 +119,12 @@ impl Error {
             }
             _ => ErrorKind::Credentials,
         };
-        // The core's message already says what to do; keep it as ours and the error as source
-        // so `kind()` of the core stays reachable by downcasting.
-        Self::new(kind, err.to_string()).with_source(err)
+        // The core's message already says what to do: it becomes ours, its causes our causes.
+        Self {
+            kind,
+            message: err.to_string(),
+            source: Some(Source::Core(err)),
+        }
     }
 
     /// Maps a tokio-postgres error from a statement (not from connecting).

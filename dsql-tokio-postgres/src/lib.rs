@@ -69,8 +69,8 @@ pub use tls::MakeDsqlTls;
 
 /// The core types a user of this crate needs, re-exported so one dependency suffices.
 pub use dsql_auth_core::{
-    Action, AuthToken, ConnectOptions, DsqlErrorClass, Endpoint, RetryPolicy, SigningParams, SslMode,
-    SslNegotiation, TokenProvider,
+    Action, AuthToken, ConnectOptions, DsqlErrorClass, Endpoint, RetryPolicy, SigningParams,
+    SslMode, SslNegotiation, TokenProvider,
 };
 /// tokio-postgres, re-exported so the versions match.
 pub use tokio_postgres;

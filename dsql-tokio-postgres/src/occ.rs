@@ -39,7 +39,11 @@ use crate::error::{Error, ErrorKind};
 ///
 /// The closure may borrow from its surroundings (`'env`), as in the example: the transaction it
 /// gets, an [`OccTransaction`], derefs to tokio-postgres' [`Transaction`].
-pub async fn transaction_with_retry<'env, T, F>(client: &mut Client, policy: &RetryPolicy, mut body: F) -> Result<T, Error>
+pub async fn transaction_with_retry<'env, T, F>(
+    client: &mut Client,
+    policy: &RetryPolicy,
+    mut body: F,
+) -> Result<T, Error>
 where
     F: for<'t> FnMut(OccTransaction<'t, 'env>) -> BoxFuture<'t, Result<T, tokio_postgres::Error>>,
 {
@@ -51,13 +55,18 @@ where
         let err = match outcome {
             Ok(value) => {
                 if attempts > 1 {
-                    tracing::info!(occ_retries = attempts - 1, "transaction committed after OCC conflicts");
+                    tracing::info!(
+                        occ_retries = attempts - 1,
+                        "transaction committed after OCC conflicts"
+                    );
                 }
                 return Ok(value);
             }
             Err(err) => err,
         };
-        let class = err.as_db_error().map(|db| classify(db.code().code(), db.message()));
+        let class = err
+            .as_db_error()
+            .map(|db| classify(db.code().code(), db.message()));
         let Some(class) = class.filter(|c| c.is_occ_conflict()) else {
             return Err(Error::from_query(err));
         };
@@ -92,7 +101,11 @@ where
 {
     let tx = client.transaction().await?;
     // On error the transaction is dropped here, which rolls it back.
-    let value = body(OccTransaction { tx: &tx, _env: PhantomData }).await?;
+    let value = body(OccTransaction {
+        tx: &tx,
+        _env: PhantomData,
+    })
+    .await?;
     tx.commit().await?;
     Ok(value)
 }
@@ -101,7 +114,7 @@ where
 /// [`Transaction`]. (A type of its own, like `std::thread::Scope`, so the closure's future may
 /// borrow from the caller's scope `'env`.)
 #[derive(Clone, Copy)]
-pub struct OccTransaction<'t, 'env: 't> {
+pub struct OccTransaction<'t, 'env> {
     tx: &'t Transaction<'t>,
     _env: PhantomData<&'t &'env ()>,
 }

@@ -25,7 +25,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
@@ -48,7 +50,15 @@ impl fmt::Debug for MakeDsqlTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MakeDsqlTls")
             .field("mode", &self.mode)
-            .field("alpn", &self.config.alpn_protocols.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>())
+            .field(
+                "alpn",
+                &self
+                    .config
+                    .alpn_protocols
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -56,11 +66,20 @@ impl fmt::Debug for MakeDsqlTls {
 impl MakeDsqlTls {
     /// Builds the TLS configuration for `mode` and `negotiation`, trusting only the CAs in
     /// `rootcert` when given (libpq semantics), else the Mozilla roots plus the system's roots.
-    pub fn new(mode: SslMode, negotiation: SslNegotiation, rootcert: Option<&Path>) -> Result<Self, Error> {
+    pub fn new(
+        mode: SslMode,
+        negotiation: SslNegotiation,
+        rootcert: Option<&Path>,
+    ) -> Result<Self, Error> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::new(ErrorKind::Tls, format!("the TLS provider cannot be set up: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Tls,
+                    format!("the TLS provider cannot be set up: {e}"),
+                )
+            })?;
 
         let mut config = match mode {
             SslMode::Require => builder
@@ -78,11 +97,15 @@ impl MakeDsqlTls {
                 if mode == SslMode::VerifyFull {
                     builder.with_root_certificates(roots).with_no_client_auth()
                 } else {
-                    let inner = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                        .build()
-                        .map_err(|e| {
-                            Error::new(ErrorKind::Config, format!("the TLS trust roots cannot be used: {e}"))
-                        })?;
+                    let inner =
+                        WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                            .build()
+                            .map_err(|e| {
+                                Error::new(
+                                    ErrorKind::Config,
+                                    format!("the TLS trust roots cannot be used: {e}"),
+                                )
+                            })?;
                     builder
                         .dangerous()
                         .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
@@ -93,13 +116,19 @@ impl MakeDsqlTls {
         if negotiation == SslNegotiation::Direct {
             config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
         }
-        Ok(Self { config: Arc::new(config), mode })
+        Ok(Self {
+            config: Arc::new(config),
+            mode,
+        })
     }
 
     /// Wraps a rustls configuration of your own (other roots, client certificates, a different
     /// provider). Set `alpn_protocols` to [`ALPN_POSTGRESQL`] yourself for direct TLS.
     pub fn from_client_config(config: Arc<ClientConfig>) -> Self {
-        Self { config, mode: SslMode::VerifyFull }
+        Self {
+            config,
+            mode: SslMode::VerifyFull,
+        }
     }
 
     /// The rustls configuration in use.
@@ -114,13 +143,20 @@ fn default_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            let mut roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
             let native = rustls_native_certs::load_native_certs();
             for err in &native.errors {
                 tracing::debug!(error = %err, "some system CA certificates could not be loaded");
             }
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
-            tracing::debug!(added, ignored, total = roots.len(), "loaded TLS trust roots");
+            tracing::debug!(
+                added,
+                ignored,
+                total = roots.len(),
+                "loaded TLS trust roots"
+            );
             Arc::new(roots)
         })
         .clone()
@@ -138,19 +174,26 @@ fn roots_from_pem_file(path: &Path) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| {
-            Error::new(ErrorKind::Config, format!("sslrootcert file {shown} is not valid PEM: {e}"))
+            Error::new(
+                ErrorKind::Config,
+                format!("sslrootcert file {shown} is not valid PEM: {e}"),
+            )
         })?;
         roots.add(cert).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
-                format!("sslrootcert file {shown} holds a certificate that cannot be a trust root: {e}"),
+                format!(
+                    "sslrootcert file {shown} holds a certificate that cannot be a trust root: {e}"
+                ),
             )
         })?;
     }
     if roots.is_empty() {
         return Err(Error::new(
             ErrorKind::Config,
-            format!("sslrootcert file {shown} holds no certificate: it must contain at least one `BEGIN CERTIFICATE` block"),
+            format!(
+                "sslrootcert file {shown} holds no certificate: it must contain at least one `BEGIN CERTIFICATE` block"
+            ),
         ));
     }
     Ok(roots)
@@ -174,7 +217,13 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -270,7 +319,9 @@ impl std::error::Error for TlsError {
 
 impl TlsError {
     fn new(host: &str, source: io::Error) -> Self {
-        let rustls_err = source.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let rustls_err = source
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>());
         let advice = match rustls_err {
             Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
                 "the server's certificate is not signed by a trusted CA: set sslrootcert to the \
@@ -283,16 +334,23 @@ impl TlsError {
                  DSQL host name (use hostaddr to choose the address), or use sslmode=verify-ca"
             }
             Some(rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } | CertificateError::NotValidYet
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
                 | CertificateError::NotValidYetContext { .. },
-            )) => "the server's certificate is outside its validity period: check this machine's clock",
+            )) => {
+                "the server's certificate is outside its validity period: check this machine's clock"
+            }
             Some(rustls::Error::NoApplicationProtocol) => {
                 "the server does not accept ALPN `postgresql`: use sslnegotiation=postgres"
             }
             Some(_) => "check sslmode, sslrootcert and sslnegotiation",
             None => "the connection failed during the TLS handshake",
         };
-        Self { message: format!("TLS handshake with {host} failed: {source}; {advice}"), source }
+        Self {
+            message: format!("TLS handshake with {host} failed: {source}; {advice}"),
+            source,
+        }
     }
 }
 
@@ -309,7 +367,10 @@ where
             message: format!("{hostname:?} cannot be used as a TLS server name: give a DNS name or IP address as host"),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
-        Ok(DsqlTlsConnect { config: self.config.clone(), server_name })
+        Ok(DsqlTlsConnect {
+            config: self.config.clone(),
+            server_name,
+        })
     }
 }
 
@@ -348,7 +409,10 @@ impl<S> fmt::Debug for TlsStream<S> {
         let (_, session) = self.0.get_ref();
         f.debug_struct("TlsStream")
             .field("protocol_version", &session.protocol_version())
-            .field("alpn", &session.alpn_protocol().map(String::from_utf8_lossy))
+            .field(
+                "alpn",
+                &session.alpn_protocol().map(String::from_utf8_lossy),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -372,13 +436,21 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
 use dsql_tokio_postgres::tokio_postgres;
-use dsql_tokio_postgres::{Config, ErrorKind, RetryPolicy, SslMode, TokenProvider, connect, connect_spawned};
+use dsql_tokio_postgres::{
+    Config, ErrorKind, RetryPolicy, SslMode, TokenProvider, connect, connect_spawned,
+};
 
 /// Hang guard only: generous, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(120);
@@ -35,7 +37,9 @@ fn provider(local: &LocalDsql) -> TokenProvider {
 
 fn config_from(local: &LocalDsql, extra: &str) -> Config {
     let url = format!("{}{extra}", local.connection_string());
-    let config: Config = url.parse().unwrap_or_else(|e| panic!("connection string {url}: {e}"));
+    let config: Config = url
+        .parse()
+        .unwrap_or_else(|e| panic!("connection string {url}: {e}"));
     config.with_token_provider(provider(local))
 }
 
@@ -48,7 +52,11 @@ async fn connect_err(config: &Config, why: &str) -> dsql_tokio_postgres::Error {
 }
 
 async fn select_one(client: &tokio_postgres::Client) -> i32 {
-    client.query_one("SELECT 1", &[]).await.expect("SELECT 1").get(0)
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("SELECT 1")
+        .get(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,17 +66,26 @@ async fn verify_full_through_sslrequest_and_direct_tls() {
 
         let config = config_from(&local, "");
         assert_eq!(config.options().sslmode, SslMode::VerifyFull);
-        let client = connect_spawned(&config).await.expect("verify-full over SSLRequest");
+        let client = connect_spawned(&config)
+            .await
+            .expect("verify-full over SSLRequest");
         assert_eq!(select_one(&client).await, 1);
 
         let direct = config_from(&local, "&sslnegotiation=direct");
-        assert_eq!(direct.tls().client_config().alpn_protocols, vec![b"postgresql".to_vec()]);
+        assert_eq!(
+            direct.tls().client_config().alpn_protocols,
+            vec![b"postgresql".to_vec()]
+        );
         let (client2, connection) = connect(&direct).await.expect("verify-full over direct TLS");
         tokio::spawn(connection);
         assert_eq!(select_one(&client2).await, 1);
 
         let counters = local.counters();
-        assert_eq!(counters.accepted(), 2, "both connections authenticated by the gateway");
+        assert_eq!(
+            counters.accepted(),
+            2,
+            "both connections authenticated by the gateway"
+        );
         assert_eq!(counters.refused_total(), 0, "{:?}", counters.refusals());
     })
     .await;
@@ -88,7 +105,10 @@ async fn certificate_checks_fail_with_tls_errors() {
         // No sslrootcert: Mozilla + system roots do not include the gateway's local CA.
         let err = connect_err(&base().build().expect("config"), "untrusted CA must fail").await;
         assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
-        assert!(err.to_string().contains("sslrootcert"), "advice missing: {err}");
+        assert!(
+            err.to_string().contains("sslrootcert"),
+            "advice missing: {err}"
+        );
 
         // A host the certificate does not name, with the right CA: verify-full refuses...
         let named = |mode| {
@@ -102,24 +122,39 @@ async fn certificate_checks_fail_with_tls_errors() {
                 .build()
                 .expect("config")
         };
-        let err = connect_err(&named(SslMode::VerifyFull), "wrong name must fail verify-full").await;
+        let err = connect_err(
+            &named(SslMode::VerifyFull),
+            "wrong name must fail verify-full",
+        )
+        .await;
         assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
         assert!(err.to_string().contains("does not name"), "{err}");
         // ...verify-ca accepts the chain and gets past TLS (whether the gateway then accepts a
         // token for a host that is not its cluster is the gateway's business, not TLS's).
         match connect(&named(SslMode::VerifyCa)).await {
             Ok(_) => {}
-            Err(err) => assert_ne!(err.kind(), ErrorKind::Tls, "verify-ca must not check the name: {err}"),
+            Err(err) => assert_ne!(
+                err.kind(),
+                ErrorKind::Tls,
+                "verify-ca must not check the name: {err}"
+            ),
         }
 
         // require: no verification at all (documented as insecure), but it connects.
         let config = base().sslmode(SslMode::Require).build().expect("config");
-        let client = connect_spawned(&config).await.expect("require connects without a CA");
+        let client = connect_spawned(&config)
+            .await
+            .expect("require connects without a CA");
         assert_eq!(select_one(&client).await, 1);
 
         // The two TLS failures never reached authentication; verify-ca and require did.
         let counters = local.counters();
-        assert_eq!(counters.accepted() + counters.refused_total(), 2, "{:?}", counters.refusals());
+        assert_eq!(
+            counters.accepted() + counters.refused_total(),
+            2,
+            "{:?}",
+            counters.refusals()
+        );
     })
     .await;
 }
@@ -136,8 +171,14 @@ async fn wrong_secret_key_is_access_denied_at_once_and_names_the_key_not_the_tok
         let err = connect_err(&config, "a bad signature must be refused").await;
         assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
         let text = format!("{err} / {err:?}");
-        assert!(text.contains(good.access_key_id()), "names the access key id: {text}");
-        assert!(text.contains(local.host()), "names the signing host: {text}");
+        assert!(
+            text.contains(good.access_key_id()),
+            "names the access key id: {text}"
+        );
+        assert!(
+            text.contains(local.host()),
+            "names the signing host: {text}"
+        );
         assert!(text.contains(local.region()), "names the region: {text}");
         assert!(text.contains("DbConnectAdmin"), "names the action: {text}");
         assert!(!text.contains(secret), "secret leaked: {text}");
@@ -145,7 +186,12 @@ async fn wrong_secret_key_is_access_denied_at_once_and_names_the_key_not_the_tok
 
         // Returned at once: exactly one attempt reached the gateway.
         let counters = local.counters();
-        assert_eq!(counters.refused(RefusalReason::BadSignature), 1, "{:?}", counters.refusals());
+        assert_eq!(
+            counters.refused(RefusalReason::BadSignature),
+            1,
+            "{:?}",
+            counters.refusals()
+        );
         assert_eq!(counters.refused_total(), 1);
         assert_eq!(counters.accepted(), 0);
     })
@@ -158,7 +204,10 @@ async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
         let local = start(LocalDsql::builder().rate_limit(5, 5)).await;
         // 40 connections at 5/s need about 7 s of queueing; RetryPolicy::connect() allows 8
         // attempts, so give this burst a bigger attempt budget within the default time budget.
-        let policy = RetryPolicy { max_attempts: 60, ..RetryPolicy::connect() };
+        let policy = RetryPolicy {
+            max_attempts: 60,
+            ..RetryPolicy::connect()
+        };
         let config = config_from(&local, "").with_connect_retry(policy);
 
         let tasks: Vec<_> = (0..40)
@@ -171,7 +220,10 @@ async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
             })
             .collect();
         for task in tasks {
-            let one = task.await.expect("task panicked").expect("every connection succeeds");
+            let one = task
+                .await
+                .expect("task panicked")
+                .expect("every connection succeeds");
             assert_eq!(one, 1);
         }
         let counters = local.counters();
@@ -181,7 +233,10 @@ async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
             "the burst must have hit the rate limit: {:?}",
             counters.refusals()
         );
-        assert_eq!(counters.refused_total(), counters.refused(RefusalReason::RateExceeded));
+        assert_eq!(
+            counters.refused_total(),
+            counters.refused(RefusalReason::RateExceeded)
+        );
     })
     .await;
 }
@@ -239,34 +294,54 @@ async fn occ_helper_returns_other_errors_at_once_and_gives_up_after_its_budget()
         let config = config_from(&local, "");
         let mut client = connect_spawned(&config).await.expect("connect");
         let runs = AtomicU32::new(0);
-        let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &RetryPolicy::occ(), |tx| {
-            let runs = &runs;
-            Box::pin(async move {
-                runs.fetch_add(1, Ordering::Relaxed);
-                tx.execute("SELECT * FROM no_such_table", &[]).await
+        let err =
+            dsql_tokio_postgres::transaction_with_retry(&mut client, &RetryPolicy::occ(), |tx| {
+                let runs = &runs;
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    tx.execute("SELECT * FROM no_such_table", &[]).await
+                })
             })
-        })
-        .await
-        .expect_err("a missing table is not an OCC conflict");
+            .await
+            .expect_err("a missing table is not an OCC conflict");
         assert_eq!(err.kind(), ErrorKind::Db);
         assert_eq!(err.as_db_error().map(|db| db.code().code()), Some("42P01"));
-        assert_eq!(runs.load(Ordering::Relaxed), 1, "non-OCC errors are not retried");
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "non-OCC errors are not retried"
+        );
 
         // A conflict on every attempt: the helper stops after max_attempts.
-        client.batch_execute("CREATE TABLE IF NOT EXISTS occ_hot (id int PRIMARY KEY, n int NOT NULL)").await.unwrap();
-        client.execute("INSERT INTO occ_hot VALUES (1, 0)", &[]).await.unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS occ_hot (id int PRIMARY KEY, n int NOT NULL)",
+            )
+            .await
+            .unwrap();
+        client
+            .execute("INSERT INTO occ_hot VALUES (1, 0)", &[])
+            .await
+            .unwrap();
         let rival = connect_spawned(&config).await.expect("connect rival");
         let rival = &rival;
-        let policy = RetryPolicy { max_attempts: 3, ..RetryPolicy::occ() };
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::occ()
+        };
         let runs = AtomicU32::new(0);
         let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, |tx| {
             let runs = &runs;
             Box::pin(async move {
                 runs.fetch_add(1, Ordering::Relaxed);
                 // Take the snapshot, let a rival commit a change to the row, then write it.
-                tx.query_one("SELECT n FROM occ_hot WHERE id = 1", &[]).await?;
-                rival.execute("UPDATE occ_hot SET n = n + 1 WHERE id = 1", &[]).await?;
-                tx.execute("UPDATE occ_hot SET n = n + 10 WHERE id = 1", &[]).await
+                tx.query_one("SELECT n FROM occ_hot WHERE id = 1", &[])
+                    .await?;
+                rival
+                    .execute("UPDATE occ_hot SET n = n + 1 WHERE id = 1", &[])
+                    .await?;
+                tx.execute("UPDATE occ_hot SET n = n + 10 WHERE id = 1", &[])
+                    .await
             })
         })
         .await
@@ -294,8 +369,15 @@ async fn privatelink_without_dns_signs_for_the_cluster_and_sends_its_id() {
             .expect("config");
         assert_eq!(config.endpoint().connect_host(), "localhost");
         assert_eq!(config.signing_params().host(), local.host());
-        assert!(config.pg_config().get_options().is_some_and(|o| o.contains("amzn-cluster-id=")));
-        let client = connect_spawned(&config).await.expect("connect via the endpoint");
+        assert!(
+            config
+                .pg_config()
+                .get_options()
+                .is_some_and(|o| o.contains("amzn-cluster-id="))
+        );
+        let client = connect_spawned(&config)
+            .await
+            .expect("connect via the endpoint");
         assert_eq!(select_one(&client).await, 1);
         assert_eq!(local.counters().accepted(), 1);
 
@@ -320,15 +402,32 @@ async fn privatelink_without_dns_signs_for_the_cluster_and_sends_its_id() {
 async fn startup_settings_reach_the_server() {
     guarded("startup settings", async {
         let local = start(LocalDsql::builder()).await;
-        let config = config_from(&local, "&application_name=orders-service&options=-c%20statement_timeout%3D4321");
+        let config = config_from(
+            &local,
+            "&application_name=orders-service&options=-c%20statement_timeout%3D4321",
+        );
         let client = connect_spawned(&config).await.expect("connect");
-        let app: String = client.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+        let app: String = client
+            .query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(app, "orders-service", "the user's application_name is kept");
-        let timeout: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+        let timeout: String = client
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(timeout, "4321ms");
 
-        let default = connect_spawned(&config_from(&local, "")).await.expect("connect");
-        let app: String = default.query_one("SELECT current_setting('application_name')", &[]).await.unwrap().get(0);
+        let default = connect_spawned(&config_from(&local, ""))
+            .await
+            .expect("connect");
+        let app: String = default
+            .query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(app, dsql_tokio_postgres::DEFAULT_APPLICATION_NAME);
     })
     .await;
@@ -350,7 +449,9 @@ async fn connect_timeout_bounds_a_server_that_never_answers() {
             .hostaddr("127.0.0.1")
             .port(port)
             .connect_timeout(Duration::from_millis(300))
-            .token_provider(TokenProvider::new(Credentials::new("AKIDTEST", "secret", None, None, "test")))
+            .token_provider(TokenProvider::new(Credentials::new(
+                "AKIDTEST", "secret", None, None, "test",
+            )))
             .build()
             .expect("config");
         let err = connect_err(&config, "nobody answers").await;
