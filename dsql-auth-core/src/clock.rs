@@ -34,7 +34,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock frozen at `at`.
     pub fn new(at: SystemTime) -> Self {
-        Self { now: std::sync::Mutex::new(Some(at)) }
+        Self {
+            now: std::sync::Mutex::new(Some(at)),
+        }
     }
 
     /// Moves the clock to `at`.
@@ -51,6 +53,9 @@ impl ManualClock {
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        self.now.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(SystemTime::UNIX_EPOCH)
+        self.now
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }

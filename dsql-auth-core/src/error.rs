@@ -34,11 +34,18 @@ pub struct Error {
 impl Error {
     /// Creates an error of `kind` with a message that says what to do.
     pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
-        Self { kind, message: message.to_string(), source: None }
+        Self {
+            kind,
+            message: message.to_string(),
+            source: None,
+        }
     }
 
     /// Attaches the underlying cause. The cause must not carry secrets.
-    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }

@@ -25,7 +25,7 @@ pub mod provider;
 pub mod retry;
 pub mod token;
 
-pub use classify::{DsqlErrorClass, classify};
+pub use classify::{DsqlErrorClass, OccKind, classify};
 pub use clock::{Clock, SharedClock, SystemClock};
 pub use connect_options::{ConnectOptions, SslMode, SslNegotiation};
 pub use endpoint::Endpoint;

@@ -12,17 +12,26 @@ pub(crate) struct CliError {
 impl CliError {
     /// The command could not do its work (network, credentials, server refusal): exit 1.
     pub(crate) fn runtime(message: impl std::fmt::Display) -> Self {
-        Self { code: 1, message: message.to_string() }
+        Self {
+            code: 1,
+            message: message.to_string(),
+        }
     }
 
     /// The command was given bad input (flags, values, configuration file): exit 2.
     pub(crate) fn usage(message: impl std::fmt::Display) -> Self {
-        Self { code: 2, message: message.to_string() }
+        Self {
+            code: 2,
+            message: message.to_string(),
+        }
     }
 
     /// A failure that is already reported in the command's own output: exit 1, print nothing more.
     pub(crate) fn silent_failure() -> Self {
-        Self { code: 1, message: String::new() }
+        Self {
+            code: 1,
+            message: String::new(),
+        }
     }
 
     pub(crate) fn report(self) -> ExitCode {

@@ -38,9 +38,14 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return CliError::runtime(format!("cannot start the async runtime: {e}")).report(),
+        Err(e) => {
+            return CliError::runtime(format!("cannot start the async runtime: {e}")).report();
+        }
     };
     let result = runtime.block_on(async {
         match cli.command {

@@ -9,14 +9,21 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// (package, bench target): the benches that make up BENCHMARKS.md.
-const BENCHES: &[(&str, &str)] =
-    &[("dsql-auth-core", "token"), ("dsql-tokio-postgres", "connect"), ("dsql-bb8", "pool")];
+const BENCHES: &[(&str, &str)] = &[
+    ("dsql-auth-core", "token"),
+    ("dsql-tokio-postgres", "connect"),
+    ("dsql-bb8", "pool"),
+];
 
 pub(crate) fn run(args: &[String]) -> Result {
     let quick = match args {
         [] => false,
         [a] if a == "--quick" => true,
-        [a, ..] => return Err(format!("unknown argument to `xtask bench`: {a} (only --quick)")),
+        [a, ..] => {
+            return Err(format!(
+                "unknown argument to `xtask bench`: {a} (only --quick)"
+            ));
+        }
     };
     let criterion_dir = root().join("target").join("criterion");
     let _ = std::fs::remove_dir_all(&criterion_dir);
@@ -29,12 +36,26 @@ pub(crate) fn run(args: &[String]) -> Result {
         step(&format!("bench {package}/{bench}"), &mut cmd)?;
     }
     println!("\n==> pgbench: through the gateway vs. direct to PostgreSQL");
-    let pgbench = output(cargo().args(["run", "--release", "--quiet", "-p", "dsql-local", "--example", "pgbench_gateway"]))?;
-    let pgbench_line = pgbench.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("").to_owned();
+    let pgbench = output(cargo().args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "dsql-local",
+        "--example",
+        "pgbench_gateway",
+    ]))?;
+    let pgbench_line = pgbench
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("")
+        .to_owned();
     println!("    {pgbench_line}");
 
     let report = render(&criterion_dir, &pgbench_line, quick)?;
-    std::fs::write(root().join("BENCHMARKS.md"), &report).map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
+    std::fs::write(root().join("BENCHMARKS.md"), &report)
+        .map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
     println!("\n{report}");
     Ok(())
 }
@@ -50,9 +71,15 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
     let mut out = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
@@ -60,13 +87,21 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
          in the same run; the machines are shared and noisy, so read the ratios and medians, not single numbers.\n",
         if quick { " --quick" } else { "" }
     );
-    let _ = writeln!(out, "| group | bench | median | anchor median | ours / anchor (time) | anchor / ours (speed-up) |");
+    let _ = writeln!(
+        out,
+        "| group | bench | median | anchor median | ours / anchor (time) | anchor / ours (speed-up) |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     let mut groups: Vec<&str> = measured.iter().map(|m| m.group.as_str()).collect();
     groups.dedup();
     for group in groups {
-        let anchor = measured.iter().find(|m| m.group == group && m.id == "anchor");
-        for m in measured.iter().filter(|m| m.group == group && m.id != "anchor") {
+        let anchor = measured
+            .iter()
+            .find(|m| m.group == group && m.id == "anchor");
+        for m in measured
+            .iter()
+            .filter(|m| m.group == group && m.id != "anchor")
+        {
             let (a, r, s) = match anchor {
                 Some(a) => (
                     human(a.median_ns),
@@ -75,18 +110,29 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
                 ),
                 None => ("-".into(), "-".into(), "-".into()),
             };
-            let _ = writeln!(out, "| {group} | {} | {} | {a} | {r} | {s} |", m.id, human(m.median_ns));
+            let _ = writeln!(
+                out,
+                "| {group} | {} | {} | {a} | {r} | {s} |",
+                m.id,
+                human(m.median_ns)
+            );
         }
     }
-    let _ = writeln!(out, "\n## Gateway cost (pgbench select-only, same run, same client count)\n");
+    let _ = writeln!(
+        out,
+        "\n## Gateway cost (pgbench select-only, same run, same client count)\n"
+    );
     match serde_json::from_str::<serde_json::Value>(pgbench_line) {
         Ok(v) => {
             let _ = writeln!(
                 out,
                 "`cargo run --release -p dsql-local --example pgbench_gateway`: {} clients, {} s each: \
                  direct {:.0} tps, through dsql-local's TLS gateway {:.0} tps, ratio gateway/direct {:.3}.",
-                v["clients"], v["seconds"], v["direct_tps"].as_f64().unwrap_or(0.0),
-                v["gateway_tps"].as_f64().unwrap_or(0.0), v["ratio"].as_f64().unwrap_or(0.0)
+                v["clients"],
+                v["seconds"],
+                v["direct_tps"].as_f64().unwrap_or(0.0),
+                v["gateway_tps"].as_f64().unwrap_or(0.0),
+                v["ratio"].as_f64().unwrap_or(0.0)
             );
         }
         Err(_) => {
@@ -111,23 +157,48 @@ fn human(ns: f64) -> String {
 /// Reads `<group>/<id>/new/estimates.json` (criterion's medians) for every bench that ran.
 fn read_estimates(dir: &Path) -> Result<Vec<Measured>> {
     let mut found = Vec::new();
-    let groups = std::fs::read_dir(dir).map_err(|e| format!("no criterion results in {}: {e}", dir.display()))?;
-    let mut groups: Vec<_> = groups.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let groups = std::fs::read_dir(dir)
+        .map_err(|e| format!("no criterion results in {}: {e}", dir.display()))?;
+    let mut groups: Vec<_> = groups
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     groups.sort();
     for g in groups {
-        let group = g.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let group = g
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if group == "report" {
             continue;
         }
-        let mut ids: Vec<_> = std::fs::read_dir(&g).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut ids: Vec<_> = std::fs::read_dir(&g)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         ids.sort();
         for idp in ids {
             let est = idp.join("new").join("estimates.json");
-            let Ok(text) = std::fs::read_to_string(&est) else { continue };
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", est.display()))?;
-            let Some(median_ns) = v["median"]["point_estimate"].as_f64() else { continue };
-            let id = idp.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            found.push(Measured { group: group.clone(), id, median_ns });
+            let Ok(text) = std::fs::read_to_string(&est) else {
+                continue;
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", est.display()))?;
+            let Some(median_ns) = v["median"]["point_estimate"].as_f64() else {
+                continue;
+            };
+            let id = idp
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            found.push(Measured {
+                group: group.clone(),
+                id,
+                median_ns,
+            });
         }
     }
     if found.is_empty() {

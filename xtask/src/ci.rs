@@ -12,35 +12,73 @@ pub(crate) fn run(args: &[String]) -> Result {
     step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy (warnings denied)",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     // The core must build on its own, with and without its default features, so that
     // non-Postgres tooling can use it without pulling in a driver or runtime.
-    step("core alone, default features", cargo().args(["build", "-p", "dsql-auth-core", "--locked"]))?;
+    step(
+        "core alone, default features",
+        cargo().args(["build", "-p", "dsql-auth-core", "--locked"]),
+    )?;
     step(
         "core alone, no default features",
-        cargo().args(["build", "-p", "dsql-auth-core", "--no-default-features", "--locked"]),
+        cargo().args([
+            "build",
+            "-p",
+            "dsql-auth-core",
+            "--no-default-features",
+            "--locked",
+        ]),
     )?;
     wasm_check()?;
-    step("tests", cargo().args(["test", "--workspace", "--all-targets", "--locked"]))?;
-    step("doc tests", cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    step(
+        "tests",
+        cargo().args(["test", "--workspace", "--all-targets", "--locked"]),
+    )?;
+    step(
+        "doc tests",
+        cargo().args(["test", "--workspace", "--doc", "--locked"]),
+    )?;
     println!("\nci: all steps passed");
     Ok(())
 }
 
 /// Checks the core for wasm32, installing the target if rustup can; says SKIPPED loudly if not.
 fn wasm_check() -> Result {
-    let installed = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
     if !installed.lines().any(|l| l.trim() == WASM) {
         println!("\n==> installing rustup target {WASM}");
-        let ok = Command::new("rustup").args(["target", "add", WASM]).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("rustup")
+            .args(["target", "add", WASM])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         if !ok {
-            println!("\n*** SKIPPED: core check for {WASM}: `rustup target add {WASM}` failed on this machine ***\n");
+            println!(
+                "\n*** SKIPPED: core check for {WASM}: `rustup target add {WASM}` failed on this machine ***\n"
+            );
             return Ok(());
         }
     }
     step(
         "core for wasm32 (no default features)",
-        cargo().args(["check", "-p", "dsql-auth-core", "--no-default-features", "--target", WASM, "--locked"]),
+        cargo().args([
+            "check",
+            "-p",
+            "dsql-auth-core",
+            "--no-default-features",
+            "--target",
+            WASM,
+            "--locked",
+        ]),
     )
 }

@@ -33,13 +33,22 @@ pub(crate) fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
         return Err(format!("unknown argument to `xtask demo`: {a}"));
     }
-    step("build the dsql CLI and the examples", cargo().args(["build", "-p", "dsql-cli", "-p", "examples"]))?;
+    step(
+        "build the dsql CLI and the examples",
+        cargo().args(["build", "-p", "dsql-cli", "-p", "examples"]),
+    )?;
     let bin_dir = root().join("target").join("debug");
     let dsql = bin_dir.join("dsql");
 
     println!("\n==> starting dsql local");
     let mut child = Command::new(&dsql)
-        .args(["local", "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+        .args([
+            "local",
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ])
         .env("DSQL_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -54,8 +63,8 @@ pub(crate) fn run(args: &[String]) -> Result {
     if line.trim().is_empty() {
         return Err("dsql local exited before it was ready (its log is above)".into());
     }
-    let ready: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| format!("dsql local printed an unexpected line ({e}): {line}"))?;
+    let ready: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| format!("dsql local printed an unexpected line ({e}): {line}"))?;
     let field = |k: &str| -> Result<String> {
         match &ready[k] {
             serde_json::Value::String(s) => Ok(s.clone()),
@@ -84,14 +93,25 @@ pub(crate) fn run(args: &[String]) -> Result {
 
     println!("\n==> dsql token (signed by dsql-auth-core with the demo key pair)");
     let mut token_cmd = Command::new(&dsql);
-    token_cmd.args(["token", "--host", &host, "--region", &region, "--user", "admin", "--format", "json"]);
+    token_cmd.args([
+        "token", "--host", &host, "--region", &region, "--user", "admin", "--format", "json",
+    ]);
     with_creds(&mut token_cmd);
-    let out = token_cmd.output().map_err(|e| format!("cannot run dsql token: {e}"))?;
+    let out = token_cmd
+        .output()
+        .map_err(|e| format!("cannot run dsql token: {e}"))?;
     if !out.status.success() {
-        return Err(format!("dsql token failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "dsql token failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
-    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("dsql token --format json: {e}"))?;
-    let token = signed["token"].as_str().ok_or("dsql token --format json printed no token")?.to_owned();
+    let signed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("dsql token --format json: {e}"))?;
+    let token = signed["token"]
+        .as_str()
+        .ok_or("dsql token --format json printed no token")?
+        .to_owned();
     println!(
         "    signed a {} token for {} ({} bytes, expires {})",
         signed["action"].as_str().unwrap_or("?"),
@@ -116,10 +136,15 @@ pub(crate) fn run(args: &[String]) -> Result {
 /// A real client (psql) through the gateway with verify-full TLS and the token as password.
 fn psql(host: &str, address: &str, port: &str, ca: &str, token: &str) -> Result {
     if Command::new("psql").arg("--version").output().is_err() {
-        println!("\n==> psql: not installed (apt-get install postgresql-client); that step is skipped");
+        println!(
+            "\n==> psql: not installed (apt-get install postgresql-client); that step is skipped"
+        );
         return Ok(());
     }
-    let ip = address.rsplit_once(':').map_or(address, |(ip, _)| ip).trim_matches(['[', ']']);
+    let ip = address
+        .rsplit_once(':')
+        .map_or(address, |(ip, _)| ip)
+        .trim_matches(['[', ']']);
     let conninfo = format!(
         "host={host} hostaddr={ip} port={port} user=admin dbname=postgres sslmode=verify-full sslrootcert={ca}"
     );
@@ -130,7 +155,10 @@ fn psql(host: &str, address: &str, port: &str, ca: &str, token: &str) -> Result 
     println!("\n==> psql through the gateway\n    $ {}", describe(&cmd));
     let out = cmd.output().map_err(|e| format!("cannot run psql: {e}"))?;
     if !out.status.success() {
-        return Err(format!("psql failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     println!("    {}", String::from_utf8_lossy(&out.stdout).trim());
     Ok(())
@@ -138,15 +166,21 @@ fn psql(host: &str, address: &str, port: &str, ca: &str, token: &str) -> Result 
 
 /// Every binary target of the `examples` package, from cargo's own metadata.
 fn example_bins() -> Result<Vec<String>> {
-    let out = crate::util::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
-    let meta: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("cargo metadata: {e}"))?;
+    let out =
+        crate::util::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))?;
+    let meta: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| format!("cargo metadata: {e}"))?;
     let mut bins: Vec<String> = meta["packages"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|p| p["name"] == "examples")
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin")))
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
         .filter_map(|t| t["name"].as_str().map(str::to_owned))
         .collect();
     bins.sort();

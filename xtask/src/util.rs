@@ -23,14 +23,22 @@ pub(crate) fn cargo() -> Command {
 pub(crate) fn step(name: &str, cmd: &mut Command) -> Result {
     println!("\n==> {name}\n    $ {}", describe(cmd));
     let started = Instant::now();
-    let status = cmd.status().map_err(|e| format!("{name}: cannot start {}: {e}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{name}: cannot start {}: {e}", describe(cmd)))?;
     println!("    ({name}: {:.1?})", started.elapsed());
-    if status.success() { Ok(()) } else { Err(format!("step failed: {name} ({status})")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("step failed: {name} ({status})"))
+    }
 }
 
 /// Runs `cmd` and returns its stdout, failing with the step's name and stderr.
 pub(crate) fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", describe(cmd)))?;
     if !out.status.success() {
         return Err(format!(
             "{} failed ({}): {}",
