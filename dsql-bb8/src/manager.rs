@@ -219,3 +219,53 @@ impl DerefMut for DsqlClient {
         &mut self.client
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager() -> DsqlConnectionManager {
+        let config: Config = "host=abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
+            .parse()
+            .unwrap();
+        DsqlConnectionManager::new(config)
+    }
+
+    #[test]
+    fn lifetimes_are_jittered_below_the_maximum() {
+        let m = manager()
+            .with_lifetime(Some(Duration::from_secs(100)), 0.1)
+            .unwrap();
+        let draws: Vec<Duration> = (0..2000).map(|_| m.draw_lifetime().unwrap()).collect();
+        assert!(
+            draws
+                .iter()
+                .all(|d| *d > Duration::from_secs(90) && *d <= Duration::from_secs(100))
+        );
+        // Spread over the range, not one value: connections opened together retire apart.
+        let (lo, hi) = (draws.iter().min().unwrap(), draws.iter().max().unwrap());
+        assert!(*hi - *lo > Duration::from_secs(5), "{lo:?}..{hi:?}");
+
+        let defaults = manager();
+        assert_eq!(defaults.max_lifetime(), Some(DEFAULT_MAX_LIFETIME));
+        assert!(defaults.draw_lifetime().unwrap() < Duration::from_secs(60 * 60));
+        assert_eq!(
+            manager().with_lifetime(None, 0.5).unwrap().draw_lifetime(),
+            None
+        );
+    }
+
+    #[test]
+    fn lifetime_settings_out_of_range_are_errors() {
+        for jitter in [-0.1, 1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                manager().with_lifetime(Some(Duration::from_secs(1)), jitter),
+                Err(Error::Config(_))
+            ));
+        }
+        assert!(matches!(
+            manager().with_lifetime(Some(Duration::ZERO), 0.0),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -182,13 +182,13 @@ fn save_state(
 
 async fn run_loop(args: RunArgs) -> Result<(), CliError> {
     let Loaded { config, rotator } = load(&args.common).await?;
-    // Fail now on an unreadable state file or clock override rather than on every pass.
-    load_state(config.state_file.as_deref()).map_err(CliError::runtime)?;
+    // The state lives in memory between passes (so nothing is rotated twice without a state
+    // file) and is saved after each pass that wrote. A bad clock override fails now.
+    let mut state = load_state(config.state_file.as_deref()).map_err(CliError::runtime)?;
     policy_now()?;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let pass = async {
-            let mut state = load_state(config.state_file.as_deref())?;
             let mut opts = SyncOptions::new(policy_now().unwrap_or_else(|_| SystemTime::now()));
             opts.create_missing = args.create_missing;
             let report = rotator.sync(&mut state, &opts).await;

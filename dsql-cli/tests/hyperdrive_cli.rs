@@ -491,10 +491,18 @@ async fn run_survives_a_failed_pass_rotates_then_stops_cleanly_on_sigterm() {
     e.assert_no_secrets(&run);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stderr.contains("stopped"), "{run:?}");
+    assert!(
+        run.stdout.contains("orders: failed") && run.stdout.contains("2014"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("orders: rotated"), "{run:?}");
     assert!(
         run.stdout.contains("orders: unchanged"),
         "later passes see nothing due: {run:?}"
     );
-    assert_eq!(e.fake.writes().len(), 1, "one rotation, then nothing due");
+    assert_eq!(
+        e.fake.writes().len(),
+        2,
+        "a failed try, one rotation, then nothing due"
+    );
 }

@@ -501,6 +501,11 @@ fn origin_mismatch(spec: &EndpointSpec, config: &HyperdriveConfig) -> Option<Str
     {
         return bad("user", u, &spec.user);
     }
+    if let Some(d) = &o.database
+        && *d != spec.database
+    {
+        return bad("database", d, &spec.database);
+    }
     if let Some(p) = o.port
         && p != spec.endpoint.port()
     {

@@ -328,3 +328,48 @@ async fn unreachable_api_is_a_transport_error() {
     assert_eq!(e.kind(), ErrorKind::Transport);
     assert!(!e.to_string().contains("tok\""));
 }
+
+#[tokio::test]
+async fn rotator_refuses_to_write_into_a_config_that_points_elsewhere() {
+    use dsql_hyperdrive::{Rotator, RotatorConfig, StateFile, SyncAction, SyncOptions};
+    let fake = fake().await;
+    fake.insert_config(
+        "orders",
+        origin(
+            "zyxwvutsrqponmlkjihgfedcba.dsql.us-east-1.on.aws",
+            Some("old"),
+        ),
+    );
+    let text = format!(
+        "[cloudflare]\naccount_id = \"{}\"\napi_base = \"{}\"\n[[endpoint]]\nname = \"orders\"\nhost = \"abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws\"\n",
+        fake.account_id(),
+        fake.api_base()
+    );
+    let token = fake.api_token().to_owned();
+    let cfg = RotatorConfig::parse(
+        &text,
+        std::path::Path::new("t.toml"),
+        std::path::Path::new("."),
+        move |k| (k == "CLOUDFLARE_API_TOKEN").then(|| token.clone()),
+    )
+    .unwrap();
+    let creds = aws_credential_types::Credentials::new(
+        "AKIAEXAMPLEEXAMPLE01",
+        "secret",
+        None,
+        None,
+        "test",
+    );
+    let rotator = Rotator::new(client(&fake, 20), creds, cfg.endpoints);
+    let report = rotator
+        .sync(
+            &mut StateFile::default(),
+            &SyncOptions::new(std::time::SystemTime::now()),
+        )
+        .await;
+    let e = &report.endpoints[0];
+    assert_eq!(e.action, SyncAction::Failed);
+    assert!(e.error.as_deref().unwrap().contains("origin host"), "{e:?}");
+    assert!(fake.writes().is_empty());
+    assert!(!report.all_ok());
+}

@@ -552,4 +552,28 @@ mod tests {
             "{s}"
         );
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_passwords_never_panic(password in ".{0,300}") {
+            let _ = verify(&password, &creds(), &expect("admin", 0));
+        }
+
+        #[test]
+        fn mutated_tokens_are_refused(pos in 0usize..400, byte in proptest::num::u8::ANY) {
+            let good = token("DbConnectAdmin", SIG_ADMIN);
+            let mut bytes = good.clone().into_bytes();
+            let pos = pos % bytes.len();
+            proptest::prop_assume!(bytes[pos] != byte);
+            bytes[pos] = byte;
+            if let Ok(mutated) = String::from_utf8(bytes) {
+                // Changing the host's case or a percent-escape's hex case keeps the meaning.
+                let same_meaning = mutated.eq_ignore_ascii_case(&good)
+                    && (pos < HOST.len() || good.as_bytes()[pos].is_ascii_hexdigit());
+                if !same_meaning {
+                    proptest::prop_assert!(verify(&mutated, &creds(), &expect("admin", 0)).is_err(), "{}", mutated);
+                }
+            }
+        }
+    }
 }

@@ -684,3 +684,48 @@ fn upstream_port(dsql: &LocalDsql) -> u16 {
         .and_then(|p| p.parse().ok())
         .expect("port in the upstream connection string")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_tokens_of_every_lifetime_and_host_spelling_are_accepted() {
+    let dsql = start(LocalDsql::builder().region("ap-southeast-2")).await;
+    let dial = Dial::new(&dsql, "admin");
+    let upper = dsql.host().to_ascii_uppercase();
+    let spellings = [
+        dsql.host().to_owned(),
+        format!("{upper}."),
+        format!("{}:443", dsql.host()),
+    ];
+    for (host, expires) in spellings.iter().zip([60u64, 900, 604_800]) {
+        let t = token_for(
+            &dsql,
+            host,
+            dsql.region(),
+            "admin",
+            SystemTime::now(),
+            expires,
+        );
+        let (client, _conn) = connect(&dsql, &dial, &t)
+            .await
+            .unwrap_or_else(|e| panic!("{host} / {expires} s: {e:?}"));
+        client.simple_query("SELECT 1").await.expect("query");
+    }
+    assert_eq!(dsql.counters().accepted(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tls_without_alpn_is_refused() {
+    let dsql = start(LocalDsql::builder()).await;
+    let dial = Dial {
+        direct: true,
+        ..Dial::new(&dsql, "admin")
+    };
+    let cfg = config(&dsql, &dial, &token(&dsql, "admin"));
+    // tls(.., false) offers no ALPN; PostgreSQL 17 and DSQL require `postgresql` on direct TLS.
+    let err = tokio::time::timeout(GUARD, cfg.connect(tls(&dsql, false)))
+        .await
+        .expect("guard")
+        .err()
+        .expect("refused");
+    assert_eq!(db_error(&err).0, "08P01");
+    assert_eq!(dsql.counters().refused(RefusalReason::Malformed), 1);
+}

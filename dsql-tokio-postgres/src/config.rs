@@ -385,3 +385,184 @@ impl ConfigBuilder {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::Credentials;
+
+    const HOST: &str = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+
+    fn provider() -> TokenProvider {
+        TokenProvider::new(Credentials::new(
+            "AKIDTEST",
+            "secret-key",
+            None,
+            None,
+            "test",
+        ))
+    }
+
+    fn config_err(s: &str) -> Error {
+        match s.parse::<Config>() {
+            Ok(c) => panic!("{s:?} should be rejected, got {c:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn connection_string_sets_every_tokio_postgres_field() {
+        let config: Config = format!(
+            "postgres://app_user@{HOST}:6543/postgres?hostaddr=10.0.0.7&application_name=orders\
+             &connect_timeout=7&options=-c%20search_path%3Dapp&token_duration_secs=60"
+        )
+        .parse()
+        .unwrap();
+        let pg = config.pg_config();
+        assert_eq!(pg.get_user(), Some("app_user"));
+        assert_eq!(pg.get_dbname(), Some("postgres"));
+        assert_eq!(pg.get_ports(), &[6543]);
+        assert_eq!(pg.get_hostaddrs(), &["10.0.0.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(pg.get_application_name(), Some("orders"));
+        assert_eq!(pg.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(pg.get_options(), Some("-c search_path=app"));
+        assert_eq!(pg.get_password(), None, "the template never holds a token");
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(config.signing_params().action(), Action::DbConnect);
+        assert_eq!(
+            config.signing_params().expires_in(),
+            Duration::from_secs(60)
+        );
+        assert!(
+            config.tls().client_config().alpn_protocols.is_empty(),
+            "ALPN only for direct TLS"
+        );
+
+        let direct: Config = format!("host={HOST} sslnegotiation=direct")
+            .parse()
+            .unwrap();
+        assert_eq!(
+            direct.pg_config().get_ssl_negotiation(),
+            tokio_postgres::config::SslNegotiation::Direct
+        );
+        assert_eq!(
+            direct.tls().client_config().alpn_protocols,
+            vec![b"postgresql".to_vec()]
+        );
+        assert_eq!(
+            direct.pg_config().get_application_name(),
+            Some(DEFAULT_APPLICATION_NAME)
+        );
+    }
+
+    #[test]
+    fn builder_covers_the_options() {
+        let config = Config::builder("abcdefghijklmnopqrstuvwxyz")
+            .region("eu-west-1")
+            .user("admin")
+            .dbname("postgres")
+            .port(5433)
+            .action(Action::DbConnect)
+            .token_duration(Duration::from_secs(120))
+            .sslmode(SslMode::VerifyCa)
+            .sslnegotiation(SslNegotiation::Direct)
+            .application_name("svc")
+            .connect_timeout(Duration::from_secs(3))
+            .options("-c statement_timeout=1000")
+            .token_provider(provider())
+            .connect_retry(RetryPolicy::no_retry())
+            .build()
+            .unwrap();
+        assert_eq!(
+            config.endpoint().connect_host(),
+            "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws"
+        );
+        assert_eq!(config.signing_params().region(), "eu-west-1");
+        assert_eq!(
+            config.signing_params().action(),
+            Action::DbConnect,
+            "explicit action wins over the user"
+        );
+        assert_eq!(config.pg_config().get_ports(), &[5433]);
+        assert_eq!(config.connect_retry(), &RetryPolicy::no_retry());
+        assert!(config.provider.get().is_some());
+    }
+
+    #[test]
+    fn privatelink_endpoint_signs_for_the_cluster_and_sends_its_id() {
+        let config = Config::builder(
+            "vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com",
+        )
+        .cluster_id("abcdefghijklmnopqrstuvwxyz")
+        .region("us-east-1")
+        .options("-c search_path=app")
+        .build()
+        .unwrap();
+        assert_eq!(config.signing_params().host(), HOST);
+        assert_eq!(
+            config.pg_config().get_hosts(),
+            &[tokio_postgres::config::Host::Tcp(
+                "vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com".into()
+            )]
+        );
+        assert_eq!(
+            config.pg_config().get_options(),
+            Some("-c search_path=app -c amzn-cluster-id=abcdefghijklmnopqrstuvwxyz")
+        );
+        // A plain DSQL host needs no cluster id option.
+        let plain: Config = format!("host={HOST}").parse().unwrap();
+        assert_eq!(plain.pg_config().get_options(), None);
+    }
+
+    #[test]
+    fn bad_inputs_are_config_errors_that_say_what_to_do() {
+        let e = config_err(&format!("host={HOST} hostaddr=not-an-ip"));
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("IP address"), "{e}");
+
+        let e = config_err(&format!("host={HOST} sslrootcert=/nonexistent/ca.pem"));
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let e = config_err(&format!("host={HOST} sslrootcert={}", empty.display()));
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("holds no certificate"), "{e}");
+
+        for (s, what) in [
+            (format!("host={HOST} sslmode=disable"), "sslmode"),
+            (format!("host={HOST} frobnicate=1"), "frobnicate"),
+            ("host=localhost".to_owned(), "region"),
+        ] {
+            let e = config_err(&s);
+            assert_eq!(e.kind(), ErrorKind::Config, "{s}: {e}");
+            assert!(e.to_string().contains(what), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let config: Config = format!("host={HOST}")
+            .parse::<Config>()
+            .unwrap()
+            .with_token_provider(provider());
+        let shown = format!("{config:?}");
+        assert!(shown.contains(HOST));
+        assert!(!shown.contains("secret-key"), "{shown}");
+        let token = AuthToken::clone(
+            &tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(config.token())
+                .unwrap(),
+        );
+        let pg = config.pg_config_with_token(&token);
+        assert_eq!(pg.get_password(), Some(token.as_str().as_bytes()));
+        assert!(
+            !format!("{pg:?}").contains("X-Amz-Signature"),
+            "tokio-postgres redacts the password"
+        );
+    }
+}
