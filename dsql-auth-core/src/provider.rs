@@ -218,7 +218,8 @@ impl TokenProvider {
         if let Some(token) = self.inner.cached(params, |e| now < e.refresh_at) {
             return Ok(token);
         }
-        self.inner.refresh_token(params).await
+        // Boxed so that the hit path's future stays a few words: it is moved on every call.
+        Box::pin(self.inner.refresh_token(params)).await
     }
 
     /// The access key id of the credentials in use (resolving them if needed): for error

@@ -606,6 +606,9 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     keys: &mut Vec<(i32, Vec<u8>)>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
+    // One timer for the connection's life, not one per read.
+    let age_limit = tokio::time::sleep_until(deadline);
+    tokio::pin!(age_limit);
     loop {
         // Forward every complete message; copy only when one must be changed or noted.
         let mut end = 0;
@@ -650,7 +653,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         }
         let read = tokio::select! {
             r = up.read_buf(&mut buf) => r?,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut age_limit => {
                 let secs = shared.max_connection_age.as_secs();
                 let text = format!("terminating connection: it reached the maximum connection duration of {secs} s; open a new connection");
                 client.write_all(&wire::error_response("FATAL", "57P01", &text, None)).await?;
