@@ -464,7 +464,7 @@ impl SigningTime {
     }
 
     fn date_stamp(&self) -> &str {
-        &self.amz_date()[..8]
+        self.amz_date().get(..8).unwrap_or("")
     }
 }
 
