@@ -30,6 +30,6 @@ pub use clock::{Clock, SharedClock, SystemClock};
 pub use connect_options::{ConnectOptions, SslMode, SslNegotiation};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind};
-pub use provider::TokenProvider;
+pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
 pub use retry::RetryPolicy;
-pub use token::{Action, AuthToken, SigningParams};
+pub use token::{Action, AuthToken, Signer, SigningParams};

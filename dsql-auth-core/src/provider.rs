@@ -113,18 +113,7 @@ impl TokenProviderBuilder {
     /// profile. The chain is loaded once here; credentials are resolved on first use.
     #[cfg(feature = "aws-config")]
     pub async fn default_chain(mut self, profile: Option<&str>) -> Result<Self, Error> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(profile) = profile {
-            loader = loader.profile_name(profile);
-        }
-        let config = loader.load().await;
-        let credentials = config.credentials_provider().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Credentials,
-                "the AWS default credential chain is not available: pass credentials with .credentials(..)",
-            )
-        })?;
-        self.credentials = Some(Arc::new(credentials));
+        self.credentials = Some(Arc::new(default_chain_credentials(profile, None).await?));
         Ok(self)
     }
 
@@ -458,4 +447,44 @@ impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
         self.0
     }
+}
+
+/// The AWS default credential chain (environment variables first, then the shared
+/// config/credentials files, SSO, web identity, ECS/EC2 metadata), optionally for a named
+/// profile, loaded once. Credentials are resolved on first use, not here.
+///
+/// `region` only steers the STS/SSO calls some links of the chain make; give the cluster's region
+/// when you know it. Without it the region comes from `AWS_REGION` or the profile, and the EC2
+/// metadata lookup for a region (slow and noisy off EC2) is skipped.
+#[cfg(feature = "aws-config")]
+pub async fn default_chain_credentials(
+    profile: Option<&str>,
+    region: Option<&str>,
+) -> Result<aws_credential_types::provider::SharedCredentialsProvider, Error> {
+    use aws_config::meta::region::RegionProviderChain;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let region_chain = match region {
+        Some(r) => RegionProviderChain::first_try(aws_config::Region::new(r.to_owned())),
+        None => {
+            let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+            if let Some(p) = profile {
+                from_profile = from_profile.profile_name(p);
+            }
+            RegionProviderChain::first_try(
+                aws_config::environment::region::EnvironmentVariableRegionProvider::new(),
+            )
+            .or_else(from_profile.build())
+        }
+    };
+    loader = loader.region(region_chain);
+    if let Some(profile) = profile {
+        loader = loader.profile_name(profile);
+    }
+    loader.load().await.credentials_provider().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Credentials,
+            "the AWS default credential chain is not available: set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or pass a credentials provider",
+        )
+    })
 }

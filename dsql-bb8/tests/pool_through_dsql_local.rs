@@ -288,3 +288,36 @@ async fn bad_pool_settings_are_errors_not_panics() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_carries_the_last_connect_failure() {
+    guarded("timeout", async {
+        // A port nobody listens on: a network failure, which bb8 keeps retrying until the
+        // connection timeout; the caller then learns why no connection came.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let config = Config::builder("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")
+            .hostaddr("127.0.0.1")
+            .port(port)
+            .token_provider(TokenProvider::new(Credentials::new(
+                "AKID", "secret", None, None, "test",
+            )))
+            .build()
+            .expect("config");
+        let pool = PoolBuilder::new()
+            .connection_timeout(Duration::from_millis(800))
+            .build(config)
+            .await
+            .expect("pool");
+        let err = pool.get().await.expect_err("nothing listens");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(err.kind(), Some(ErrorKind::Connect), "{err}");
+        assert!(
+            err.to_string().contains(&port.to_string()),
+            "names where it tried: {err}"
+        );
+    })
+    .await;
+}

@@ -127,9 +127,10 @@ async fn load(common: &CommonArgs) -> Result<Loaded, CliError> {
         .api_base(config.api_base.clone())
         .build()
         .map_err(|e| CliError::usage(format!("{}: {e}", common.config.display())))?;
-    let creds = dsql_hyperdrive::rotate::default_chain_credentials(common.profile.as_deref())
-        .await
-        .map_err(CliError::runtime)?;
+    let creds =
+        dsql_auth_core::provider::default_chain_credentials(common.profile.as_deref(), None)
+            .await
+            .map_err(|e| CliError::runtime(e.to_string()))?;
     let rotator = Rotator::new(client, creds, config.endpoints.clone())
         .with_concurrency(usize::from(common.concurrency));
     Ok(Loaded { config, rotator })

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dsql_auth_core::clock::ManualClock;
+use dsql_auth_core::provider::default_chain_credentials;
 use dsql_auth_core::{
     AuthToken, ConnectOptions, Endpoint, Error, ErrorKind, SharedClock, SystemClock, TokenProvider,
 };
@@ -84,10 +85,14 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         Some(at) => Arc::new(ManualClock::new(at)),
         None => Arc::new(SystemClock),
     };
-    let provider = TokenProvider::builder()
-        .default_chain(args.profile.as_deref())
+    // The cluster's region steers the chain's STS/SSO calls and spares an EC2 metadata lookup.
+    let credentials = default_chain_credentials(args.profile.as_deref(), Some(params.region()))
         .await
-        .and_then(|b| b.clock(clock).build())
+        .map_err(|e| core_error(&e, ""))?;
+    let provider = TokenProvider::builder()
+        .credentials(credentials)
+        .clock(clock)
+        .build()
         .map_err(|e| core_error(&e, ""))?;
     let token = provider
         .token(&params)

@@ -35,7 +35,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("DSQL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // aws-config warns about every link of the credential chain that found nothing;
+                // the error we print says what to do, so those stay quiet unless asked for.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error")),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

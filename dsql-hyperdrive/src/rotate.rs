@@ -443,23 +443,6 @@ impl Rotator {
     }
 }
 
-/// The AWS default credential chain (environment, shared config and credentials files, SSO, web
-/// identity, container and instance roles), optionally for a named profile.
-#[cfg(feature = "aws-config")]
-pub async fn default_chain_credentials(
-    profile: Option<&str>,
-) -> std::result::Result<SharedCredentialsProvider, String> {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(profile) = profile {
-        loader = loader.profile_name(profile);
-    }
-    loader.load().await.credentials_provider().ok_or_else(|| {
-        "the AWS default credential chain is not available; set AWS_ACCESS_KEY_ID and \
-         AWS_SECRET_ACCESS_KEY or AWS_PROFILE"
-            .to_owned()
-    })
-}
-
 /// One endpoint as `status` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

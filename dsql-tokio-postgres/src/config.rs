@@ -259,7 +259,8 @@ async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Err
     ))
 }
 
-/// Builds a [`Config`] option by option. Every setter matches a connection-string key.
+/// Builds a [`Config`] option by option. Each connection setting has the name of its
+/// connection-string key; `token_provider` and `connect_retry` have no string form.
 #[derive(Debug)]
 #[must_use]
 pub struct ConfigBuilder {
