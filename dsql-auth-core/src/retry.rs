@@ -41,11 +41,13 @@ impl RetryPolicy {
         }
     }
 
-    /// For connect refusals (53400 rate exceeded, 53300 too many connections): 8 attempts,
-    /// backoff 50 ms growing ×2 up to 2 s, at most 30 s in all.
+    /// For connect refusals (53400 rate exceeded, 53300 too many connections): backoff 50 ms
+    /// growing ×2 up to 2 s, at most 30 s in all. The time budget is the real limit (30 attempts
+    /// take about 25 s on average): a burst of connections against DSQL's rate limit queues for
+    /// seconds, and giving up after a few attempts would turn a slow start into failures.
     pub fn connect() -> Self {
         Self {
-            max_attempts: 8,
+            max_attempts: 30,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             multiplier: 2.0,

@@ -88,7 +88,7 @@ fn default_policies() {
     assert_eq!(occ.max_backoff, Duration::from_millis(500));
     assert_eq!(occ.max_elapsed, Some(Duration::from_secs(10)));
     let connect = RetryPolicy::connect();
-    assert_eq!(connect.max_attempts, 8);
+    assert_eq!(connect.max_attempts, 30);
     assert_eq!(connect.initial_backoff, Duration::from_millis(50));
     assert_eq!(connect.max_backoff, Duration::from_secs(2));
     assert_eq!(connect.max_elapsed, Some(Duration::from_secs(30)));

@@ -360,12 +360,17 @@ async fn session(
     let password = password.strip_suffix(&[0]).unwrap_or(&password);
     let password = String::from_utf8_lossy(password);
 
-    // With `amzn-cluster-id` (PrivateLink without DNS), the token is signed for the cluster's
-    // host while SNI names the endpoint that was dialled.
-    let expected_host = match &cluster_id {
-        Some(id) if *id == shared.cluster_id => shared.host.clone(),
-        Some(_) => String::new(),
-        None => sni.clone(),
+    // DSQL routes by SNI, so a connection must name this cluster: by its host, or (PrivateLink
+    // without DNS) by `amzn-cluster-id` while SNI names the endpoint dialled. Either way the
+    // token must be signed for the cluster's host.
+    let names_cluster = match &cluster_id {
+        Some(id) => *id == shared.cluster_id,
+        None => sni.trim_end_matches('.').eq_ignore_ascii_case(&shared.host),
+    };
+    let expected_host = if names_cluster {
+        shared.host.clone()
+    } else {
+        String::new()
     };
     let injected = shared
         .refuse_next
