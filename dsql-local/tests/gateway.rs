@@ -214,6 +214,17 @@ async fn every_refusal_is_counted_under_its_reason_with_dsql_words() {
         ACCESS_DENIED,
     )
     .await;
+    // DSQL routes by SNI: a host that is not this cluster is refused even when the token is
+    // correctly signed for that very host.
+    let t = token_for(&dsql, "localhost", &region, "admin", now, 900);
+    assert_refused(
+        &dsql,
+        &via_localhost,
+        &t,
+        RefusalReason::HostMismatch,
+        ACCESS_DENIED,
+    )
+    .await;
 
     let t = token_for(
         &dsql,
@@ -299,7 +310,7 @@ async fn every_refusal_is_counted_under_its_reason_with_dsql_words() {
     client.simple_query("SELECT 1").await.expect("query");
     let c = dsql.counters();
     assert_eq!(c.accepted(), 1);
-    assert_eq!(c.refused_total(), 15, "{:?}", c.refusals());
+    assert_eq!(c.refused_total(), 16, "{:?}", c.refusals());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
