@@ -149,7 +149,14 @@ fn psql(host: &str, address: &str, port: &str, ca: &str, token: &str) -> Result 
         "host={host} hostaddr={ip} port={port} user=admin dbname=postgres sslmode=verify-full sslrootcert={ca}"
     );
     let mut cmd = Command::new("psql");
-    cmd.args([&conninfo, "-X", "-A", "-t", "-c", "select 'psql connected as ' || current_user || ' over TLS: ' || ssl from pg_stat_ssl where pid = pg_backend_pid()"]);
+    cmd.args([
+        &conninfo,
+        "-X",
+        "-A",
+        "-t",
+        "-c",
+        "select 'psql connected with verify-full TLS as ' || current_user || ' to ' || version()",
+    ]);
     // The token goes in PGPASSWORD, never on the command line shown above.
     cmd.env("PGPASSWORD", token);
     println!("\n==> psql through the gateway\n    $ {}", describe(&cmd));
