@@ -60,6 +60,59 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
+/// What a goal compares: our median against a fixed bound, or against the anchor's median.
+#[derive(Clone, Copy)]
+enum Check {
+    MedianBelowNs(f64),
+    RatioAtMost(f64),
+}
+
+struct Goal {
+    group: &'static str,
+    id: &'static str,
+    what: &'static str,
+    goal: &'static str,
+    check: Check,
+}
+
+const GOALS: &[Goal] = &[
+    Goal {
+        group: "token_fresh",
+        id: "dsql-rs",
+        what: "sign a new token (cached per-day signing key) vs aws-sdk-dsql's AuthTokenGenerator",
+        goal: "at least 3x faster (target 6x)",
+        check: Check::RatioAtMost(1.0 / 3.0),
+    },
+    Goal {
+        group: "token_fresh",
+        id: "dsql-rs",
+        what: "sign a new token, absolute",
+        goal: "under 2 µs (target 1 µs)",
+        check: Check::MedianBelowNs(2_000.0),
+    },
+    Goal {
+        group: "token_cached",
+        id: "dsql-rs",
+        what: "TokenProvider cache hit, system clock read included",
+        goal: "under 100 ns (target 50 ns)",
+        check: Check::MedianBelowNs(100.0),
+    },
+    Goal {
+        group: "connect",
+        id: "dsql-rs",
+        what: "new TLS connection through dsql-local vs plain tokio-postgres with a pre-signed token",
+        goal: "ours/anchor at most 1.02",
+        check: Check::RatioAtMost(1.02),
+    },
+    Goal {
+        group: "pool_query",
+        id: "dsql-rs",
+        what: "100 x SELECT 1 over 4 tasks through dsql-bb8 vs bb8-postgres with a fixed config",
+        goal: "throughput at least 0.98 of the anchor (time ratio at most 1.0204)",
+        check: Check::RatioAtMost(1.0 / 0.98),
+    },
+];
+
 struct Measured {
     group: String,
     id: String,
@@ -117,6 +170,45 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
                 human(m.median_ns)
             );
         }
+    }
+    let _ = writeln!(
+        out,
+        "\n## Goals (from the issues), checked against this run\n"
+    );
+    let _ = writeln!(out, "| bench | what it measures | goal | this run |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for goal in GOALS {
+        let ours = measured
+            .iter()
+            .find(|m| m.group == goal.group && m.id == goal.id);
+        let anchor = measured
+            .iter()
+            .find(|m| m.group == goal.group && m.id == "anchor");
+        let verdict = match (ours, goal.check) {
+            (Some(o), Check::MedianBelowNs(limit)) => {
+                format!(
+                    "{} ({})",
+                    if o.median_ns < limit { "met" } else { "MISSED" },
+                    human(o.median_ns)
+                )
+            }
+            (Some(o), Check::RatioAtMost(limit)) => match anchor {
+                Some(a) => {
+                    let r = o.median_ns / a.median_ns;
+                    format!(
+                        "{} (ours/anchor {r:.3})",
+                        if r <= limit { "met" } else { "MISSED" }
+                    )
+                }
+                None => "no anchor measured".into(),
+            },
+            (None, _) => "not measured".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {}/{} | {} | {} | {verdict} |",
+            goal.group, goal.id, goal.what, goal.goal
+        );
     }
     let _ = writeln!(
         out,
