@@ -14,8 +14,9 @@
 //!   to [`LocalDsql::ca_path`] for clients' `sslrootcert`.
 //! - The password must be an IAM token for the accepted credentials ([`LocalDsql::credentials`]):
 //!   SigV4 signature, access key, session token, region, service `dsql`, `DbConnectAdmin` for
-//!   `admin` and `DbConnect` otherwise, signed host equal to the SNI host, not expired, not from
-//!   the future, expiry at most 7 days. Refusals read `unable to accept connection, access
+//!   `admin` and `DbConnect` otherwise, signed for the cluster's host ([`LocalDsql::host`]), which
+//!   SNI must name too (or, PrivateLink without DNS, the `amzn-cluster-id` startup option), not
+//!   expired, not from the future, expiry at most 7 days. Refusals read `unable to accept connection, access
 //!   denied`; the reason is only in the log (target `dsql_local`) and in [`LocalDsql::counters`].
 //! - Limits: maximum connection age, new-connection rate (53400), open connections (53300).
 //! - Serialization failures (the upstream runs at repeatable read) reach the client as SQLSTATE
