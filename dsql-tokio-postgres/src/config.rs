@@ -133,25 +133,9 @@ impl Config {
         if let Some(timeout) = options.connect_timeout {
             pg.connect_timeout(timeout);
         }
-        let mut startup_options = options.options.clone().unwrap_or_default();
-        if endpoint.needs_cluster_id_option() {
-            let Some(cluster_id) = endpoint.cluster_id() else {
-                return Err(Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "connecting to {} while signing for {} needs the cluster id: set cluster_id",
-                        endpoint.connect_host(),
-                        endpoint.sign_host()
-                    ),
-                ));
-            };
-            if !startup_options.is_empty() {
-                startup_options.push(' ');
-            }
-            startup_options.push_str("-c amzn-cluster-id=");
-            startup_options.push_str(cluster_id);
-        }
-        if !startup_options.is_empty() {
+        // The user's options plus, for PrivateLink without DNS, `-c amzn-cluster-id=<id>`: a DSQL
+        // rule, so the core builds it.
+        if let Some(startup_options) = options.startup_options().map_err(Error::from_core)? {
             pg.options(startup_options);
         }
 
