@@ -61,6 +61,10 @@ pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RATE_LIMIT: (u32, u32) = (100, 1000);
 /// DSQL's connection quota.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// How long a connection may take from accept to login, whatever it sends.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections allowed at once that have not logged in yet.
+pub const DEFAULT_MAX_UNAUTHENTICATED: u32 = 256;
 /// The CA file's name inside the TLS directory.
 pub const CA_FILE_NAME: &str = "dsql-local-ca.pem";
 
@@ -76,6 +80,9 @@ pub struct LocalDsqlBuilder {
     max_connections: u32,
     port: u16,
     tls_dir: Option<PathBuf>,
+    handshake_timeout: Duration,
+    max_unauthenticated: u32,
+    verify_as_of: Option<std::time::SystemTime>,
 }
 
 impl std::fmt::Debug for LocalDsqlBuilder {
@@ -96,6 +103,9 @@ impl std::fmt::Debug for LocalDsqlBuilder {
             .field("max_connections", &self.max_connections)
             .field("port", &self.port)
             .field("tls_dir", &self.tls_dir)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field("verify_as_of", &self.verify_as_of)
             .finish()
     }
 }
@@ -112,6 +122,9 @@ impl Default for LocalDsqlBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             port: 0,
             tls_dir: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            verify_as_of: None,
         }
     }
 }
@@ -177,9 +190,33 @@ impl LocalDsqlBuilder {
     }
 
     /// Write the CA certificate to `<dir>/dsql-local-ca.pem` (default: a temporary directory
-    /// removed with the endpoint). The directory is created if missing.
+    /// removed with the endpoint). The directory is created if missing; it must not be a
+    /// symbolic link and must belong to this user (or root). An existing file or link of that
+    /// name is replaced, never written through.
     pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tls_dir = Some(dir.into());
+        self
+    }
+
+    /// Close a connection that has not logged in this long after it was accepted, whatever it
+    /// sends meanwhile (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 30 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Connections allowed at once that have not logged in yet; more are closed at once
+    /// (default [`DEFAULT_MAX_UNAUTHENTICATED`]). They never count against
+    /// [`max_connections`](Self::max_connections).
+    pub fn max_unauthenticated(mut self, n: u32) -> Self {
+        self.max_unauthenticated = n;
+        self
+    }
+
+    /// Verify tokens as of `at` instead of the system clock, to replay recorded tokens (such as
+    /// another SDK's test vectors). Default: the system clock.
+    pub fn verify_as_of(mut self, at: std::time::SystemTime) -> Self {
+        self.verify_as_of = Some(at);
         self
     }
 
@@ -217,6 +254,16 @@ impl LocalDsqlBuilder {
                     .into(),
             ));
         }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "handshake timeout must be more than zero".into(),
+            ));
+        }
+        if self.max_unauthenticated == 0 {
+            return Err(Error::InvalidConfig(
+                "max unauthenticated connections must be at least 1".into(),
+            ));
+        }
         if self.max_connections == 0 {
             return Err(Error::InvalidConfig(
                 "max connections must be at least 1".into(),
@@ -248,7 +295,7 @@ impl LocalDsqlBuilder {
                     host: "127.0.0.1".into(),
                     port: pg.port(),
                     socket_dir: Some(pg.socket_dir().to_owned()),
-                    password: None,
+                    password: Some(pg.password().to_owned()),
                     admin_user: "admin".into(),
                     admin_database: "postgres".into(),
                 };
@@ -259,27 +306,20 @@ impl LocalDsqlBuilder {
 
         let certs = certs::generate(&self.region)?;
         let (ca_dir, ca_path) = match &self.tls_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-                    path: dir.clone(),
-                    source,
-                })?;
-                (None, dir.join(CA_FILE_NAME))
-            }
+            Some(dir) => (None, write_ca_into(dir, &certs.ca_pem)?),
             None => {
                 let dir = tempfile::Builder::new()
                     .prefix("dsql-local-tls-")
                     .tempdir()
                     .map_err(|e| Error::io("cannot create a temporary directory for the CA", e))?;
-                let path = dir.path().join(CA_FILE_NAME);
+                if let Some(pg) = postgres.as_mut() {
+                    // Removed with PostgreSQL's directory even if this process is killed.
+                    pg.adopt(dir.path())?;
+                }
+                let path = write_ca_into(dir.path(), &certs.ca_pem)?;
                 (Some(dir), path)
             }
         };
-        std::fs::write(&ca_path, certs.ca_pem.as_bytes()).map_err(|source| Error::Write {
-            path: ca_path.clone(),
-            source,
-        })?;
-
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -306,6 +346,10 @@ impl LocalDsqlBuilder {
             upstream,
             max_connection_age: self.max_connection_age,
             max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            max_unauthenticated: self.max_unauthenticated,
+            unauthenticated: AtomicU32::new(0),
+            verify_as_of: self.verify_as_of,
             counters: Default::default(),
             refuse_next: AtomicU32::new(0),
             open: AtomicU32::new(0),
@@ -326,6 +370,51 @@ impl LocalDsqlBuilder {
             _ca_dir: ca_dir,
         })
     }
+}
+
+/// Writes the CA as `<dir>/dsql-local-ca.pem` without ever following a link planted there: the
+/// directory must be a real directory (not a symlink) owned by us or root, and the file is
+/// written under a fresh random name (`O_CREAT|O_EXCL`) and renamed over the old one (a rename
+/// replaces a link, never its target).
+fn write_ca_into(dir: &Path, pem: &str) -> Result<PathBuf, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let write_err = |path: &Path, source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| write_err(dir, e))?;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if !meta.is_dir() {
+        return Err(Error::InvalidConfig(format!(
+            "TLS directory {} is a symbolic link or not a directory; give a real directory",
+            dir.display()
+        )));
+    }
+    if meta.uid() != 0 && Some(meta.uid()) != me {
+        return Err(Error::InvalidConfig(format!(
+            "TLS directory {} belongs to another user (uid {}); give a directory you own",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let path = dir.join(CA_FILE_NAME);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dsql-local-ca-")
+        .tempfile_in(dir)
+        .map_err(|e| write_err(&path, e))?;
+    tmp.write_all(pem.as_bytes())
+        .and_then(|()| tmp.flush())
+        .map_err(|e| write_err(&path, e))?;
+    // Readable by the clients that need it, like any CA certificate.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(|e| write_err(&path, e))?;
+    tmp.persist(&path).map_err(|e| write_err(&path, e.error))?;
+    Ok(path)
 }
 
 fn credentials_from_env() -> AcceptedCredentials {
