@@ -125,6 +125,27 @@ impl<'a> OpenGuard<'a> {
     }
 }
 
+/// A place among the connections that have not logged in yet, given back when dropped.
+struct PendingGuard(Arc<Shared>);
+
+impl PendingGuard {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        shared
+            .unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < shared.max_unauthenticated).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingGuard(shared.clone()))
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// `s` cut to [`LOG_FIELD_LIMIT`] bytes (on a character boundary) for the log: clients choose
 /// these strings, and a log line must not grow with them.
 pub(crate) fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
@@ -156,24 +177,23 @@ pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, shared: Arc<S
                 continue;
             }
         };
+        // Clients that have not logged in have their own, separate cap: they never take the
+        // places of logged-in connections (max_connections). Over it, close at once.
+        let Some(pending) = PendingGuard::take(&shared) else {
+            shared
+                .counters
+                .refuse(RefusalReason::TooManyUnauthenticated);
+            tracing::info!(%peer, reason = %RefusalReason::TooManyUnauthenticated, "refused connection");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (tls, shared) = (tls.clone(), shared.clone());
         tokio::spawn(async move {
-            // Clients that have not logged in have their own, separate cap: they never take
-            // the places of logged-in connections (--max-connections).
-            let Some(pending) =
-                OpenGuard::take(&shared.unauthenticated, shared.max_unauthenticated)
-            else {
-                shared.counters.refuse(RefusalReason::TooManyUnauthenticated);
-                tracing::info!(%peer, reason = %RefusalReason::TooManyUnauthenticated, "refused connection");
-                return;
-            };
             // One deadline for everything before login, however the client spreads its steps.
-            let login = tokio::time::timeout(
-                shared.handshake_timeout,
-                handle(tcp, peer, tls, &shared),
-            )
-            .await;
+            let login =
+                tokio::time::timeout(shared.handshake_timeout, handle(tcp, peer, tls, &shared))
+                    .await;
             drop(pending);
             let result = match login {
                 Err(_) => {
@@ -262,7 +282,9 @@ async fn handle<'a>(
                 Startup::Params { .. } => {
                     shared.counters.refuse(RefusalReason::NoTls);
                     tracing::info!(%peer, reason = %RefusalReason::NoTls, "refused connection");
-                    return send_fatal(&mut tcp, "28000", NO_TLS, None).await.map(|()| None);
+                    return send_fatal(&mut tcp, "28000", NO_TLS, None)
+                        .await
+                        .map(|()| None);
                 }
             }
         }

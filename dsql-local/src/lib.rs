@@ -558,7 +558,8 @@ impl LocalDsql {
     }
 
     /// Creates a login role (if missing) that may use and create in schema `public`, so a
-    /// non-admin user can connect with a `DbConnect` token.
+    /// non-admin user can connect with a `DbConnect` token. With an upstream URL that holds a
+    /// password, the role gets that password, so the gateway can log it in upstream.
     pub async fn create_role(&self, name: &str) -> Result<(), Error> {
         if name.is_empty() || name.len() > 63 || name.contains('\0') {
             return Err(Error::InvalidConfig(format!(
@@ -567,9 +568,17 @@ impl LocalDsql {
         }
         let ident = format!("\"{}\"", name.replace('"', "\"\""));
         let literal = format!("'{}'", name.replace('\'', "''"));
+        // The gateway logs clients in upstream as themselves, answering a password request with
+        // the upstream's password: give the role that password.
+        let password = match &self.shared.upstream.password {
+            Some(pw) if !pw.contains("$dsql_local$") => {
+                format!(" PASSWORD '{}'", pw.replace('\'', "''"))
+            }
+            _ => String::new(),
+        };
         let sql = format!(
             "DO $dsql_local$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal}) THEN \
-             CREATE ROLE {ident} LOGIN; END IF; END $dsql_local$; \
+             CREATE ROLE {ident} LOGIN{password}; END IF; END $dsql_local$; \
              GRANT USAGE, CREATE ON SCHEMA public TO {ident};"
         );
         admin::simple_query(&self.shared.upstream, &sql)

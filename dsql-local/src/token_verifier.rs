@@ -499,7 +499,10 @@ mod tests {
                 admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240230T000000Z"),
                 Malformed,
             ),
-            (admin.replace("%2Faws4_request", "%2Faws5_request"), Malformed),
+            (
+                admin.replace("%2Faws4_request", "%2Faws5_request"),
+                Malformed,
+            ),
             (
                 admin.replace(
                     "X-Amz-SignedHeaders=host",
@@ -507,8 +510,14 @@ mod tests {
                 ),
                 Malformed,
             ),
-            (admin.replace("X-Amz-Expires=450", "X-Amz-Expires=0"), Malformed),
-            (admin.replace("X-Amz-Expires=450", "X-Amz-Expires=-1"), Malformed),
+            (
+                admin.replace("X-Amz-Expires=450", "X-Amz-Expires=0"),
+                Malformed,
+            ),
+            (
+                admin.replace("X-Amz-Expires=450", "X-Amz-Expires=-1"),
+                Malformed,
+            ),
             // A duplicated parameter, even with another value.
             (format!("{admin}&Action=DbConnect"), Malformed),
             (admin.replace("%2F", "%ZZ"), Malformed),
@@ -521,7 +530,10 @@ mod tests {
                 ExpiryTooLong,
             ),
             (token("DbConnectAdmin", "zz"), BadSignature),
-            (admin.replace(HOST, "other.dsql.us-east-1.on.aws"), HostMismatch),
+            (
+                admin.replace(HOST, "other.dsql.us-east-1.on.aws"),
+                HostMismatch,
+            ),
         ] {
             assert_eq!(
                 verify(&bad, &c, &expect("admin", 0)),
@@ -589,9 +601,16 @@ mod tests {
             );
         }
         // Another port or name is another host, whatever the signature.
-        for other in ["peccy.dsql.us-east-1.on.aws:5432", "peccy2.dsql.us-east-1.on.aws"] {
+        for other in [
+            "peccy.dsql.us-east-1.on.aws:5432",
+            "peccy2.dsql.us-east-1.on.aws",
+        ] {
             assert_eq!(
-                verify(&good.replacen(HOST, other, 1), &creds(), &expect("admin", 0)),
+                verify(
+                    &good.replacen(HOST, other, 1),
+                    &creds(),
+                    &expect("admin", 0)
+                ),
                 Err(RefusalReason::HostMismatch),
                 "{other}"
             );
