@@ -305,17 +305,18 @@ impl LocalDsqlBuilder {
         };
 
         let certs = certs::generate(&self.region)?;
-        let (ca_dir, ca_path) = match &self.tls_dir {
-            Some(dir) => (None, write_ca_into(dir, &certs.ca_pem)?),
-            None => {
+        let (ca_dir, ca_path) = match (&self.tls_dir, postgres.as_mut()) {
+            (Some(dir), _) => (None, write_ca_into(dir, &certs.ca_pem)?),
+            // Made and removed by PostgreSQL's supervisor, even if this process is killed.
+            (None, Some(pg)) => {
+                let dir = pg.tls_dir().await?;
+                (None, write_ca_into(&dir, &certs.ca_pem)?)
+            }
+            (None, None) => {
                 let dir = tempfile::Builder::new()
                     .prefix("dsql-local-tls-")
                     .tempdir()
                     .map_err(|e| Error::io("cannot create a temporary directory for the CA", e))?;
-                if let Some(pg) = postgres.as_mut() {
-                    // Removed with PostgreSQL's directory even if this process is killed.
-                    pg.adopt(dir.path())?;
-                }
                 let path = write_ca_into(dir.path(), &certs.ca_pem)?;
                 (Some(dir), path)
             }

@@ -124,8 +124,9 @@ const START_BOUND: Duration = Duration::from_secs(60);
 /// directory itself, so nothing exists before it is watching.
 ///
 /// Arguments: PostgreSQL's bindir, then the uid and gid to run PostgreSQL as (empty: as is).
-/// Commands on stdin: `initdb`, `start <port>`, `adopt <dir>` (remove this directory too).
-/// Replies on stdout: `dir <path>`, `initdb <exit status>`, `pid <postmaster pid>`.
+/// Commands on stdin: `initdb`, `start <port>`, `tlsdir` (make a directory for the CA, removed
+/// with the rest). Replies on stdout: `dir <path>`, `initdb <exit status>`, `pid <postmaster
+/// pid>`, `tlsdir <path>`.
 const SUPERVISOR_SCRIPT: &str = r#"
 trap '' INT HUP TERM QUIT PIPE
 bin=$1 uid=$2 gid=$3
@@ -137,7 +138,7 @@ as_pg() {
   exec "$@"
 }
 echo "dir $d"
-pg= adopt=
+pg= tls=
 while IFS= read -r line; do
   case $line in
     initdb)
@@ -150,7 +151,9 @@ while IFS= read -r line; do
       ( as_pg "$bin/postgres" -D "$d/data" -p "${line#start }" ) >>"$d/postgres.log" 2>&1 &
       pg=$!
       echo "pid $pg" ;;
-    "adopt "*) adopt=${line#adopt } ;;
+    tlsdir)
+      tls=$(mktemp -d "${TMPDIR:-/tmp}/dsql-local-tls-XXXXXXXX")
+      echo "tlsdir $tls" ;;
   esac
 done
 if [ -n "$pg" ]; then
@@ -167,7 +170,7 @@ if [ -n "$pg" ]; then
 fi
 cd /
 rm -rf "$d"
-if [ -n "$adopt" ]; then rm -rf "$adopt"; fi
+if [ -n "$tls" ]; then rm -rf "$tls"; fi
 "#;
 
 /// A random password for the upstream's `admin` (64 hex digits from the system's CSPRNG).
@@ -482,16 +485,17 @@ impl TempPostgres {
         }
     }
 
-    /// Removes `dir` too when PostgreSQL is stopped, whatever ends this process.
-    pub(crate) fn adopt(&mut self, dir: &Path) -> Result<(), Error> {
-        let path = dir.to_string_lossy();
-        if path.contains('\n') {
+    /// A new private directory for the CA, removed with PostgreSQL's, whatever ends this process.
+    pub(crate) async fn tls_dir(&mut self) -> Result<PathBuf, Error> {
+        self.sup()?.send("tlsdir")?;
+        let dir = self.sup()?.reply("tlsdir ").await?;
+        if dir.is_empty() {
             return Err(Error::io(
-                "a temporary directory's name holds a newline",
-                std::io::ErrorKind::InvalidInput.into(),
+                "cannot create a temporary directory for the CA",
+                std::io::Error::other("mktemp failed"),
             ));
         }
-        self.sup()?.send(&format!("adopt {path}"))
+        Ok(PathBuf::from(dir))
     }
 
     /// The TCP port on 127.0.0.1.
