@@ -479,6 +479,16 @@ pub async fn default_chain_credentials(
     loader = loader.region(region_chain);
     if let Some(profile) = profile {
         loader = loader.profile_name(profile);
+        // A profile named by the caller wins over AWS_* environment credentials, as the AWS
+        // CLI's --profile does; the default chain would read the environment first.
+        let conf = aws_config::provider_config::ProviderConfig::default()
+            .with_region(region.map(|r| aws_config::Region::new(r.to_owned())));
+        loader = loader.credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .configure(&conf)
+                .profile_name(profile)
+                .build(),
+        );
     }
     loader.load().await.credentials_provider().ok_or_else(|| {
         Error::new(

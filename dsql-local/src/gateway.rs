@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) cluster_id: String,
     /// `<cluster id>.dsql.<region>.on.aws`, lowercase.
     pub(crate) host: String,
+    /// Other names of the cluster (lowercase, no trailing dot): SNI naming one routes here.
+    pub(crate) host_aliases: Vec<String>,
     pub(crate) creds: AcceptedCredentials,
     pub(crate) upstream: UpstreamTarget,
     pub(crate) max_connection_age: Duration,
@@ -455,14 +457,18 @@ async fn session<'a>(
     // DSQL routes by SNI, so a connection must name this cluster: by its host, or (PrivateLink
     // without DNS) by `amzn-cluster-id` while SNI names the endpoint dialled. Either way the
     // token must be signed for the cluster's host.
-    let names_cluster = match &cluster_id {
-        Some(id) => *id == shared.cluster_id,
-        None => sni.trim_end_matches('.').eq_ignore_ascii_case(&shared.host),
-    };
-    let expected_host = if names_cluster {
-        shared.host.clone()
-    } else {
-        String::new()
+    // A host alias (a custom endpoint's name) named by SNI routes to the cluster too, and then
+    // the token must be signed for that alias, the name the client dialled.
+    let expected_host = match &cluster_id {
+        Some(id) if *id == shared.cluster_id => shared.host.clone(),
+        Some(_) => String::new(),
+        None if sni.eq_ignore_ascii_case(&shared.host) => shared.host.clone(),
+        None => shared
+            .host_aliases
+            .iter()
+            .find(|a| sni.eq_ignore_ascii_case(a))
+            .cloned()
+            .unwrap_or_default(),
     };
     let injected = shared
         .refuse_next

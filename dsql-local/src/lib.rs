@@ -83,6 +83,7 @@ pub struct LocalDsqlBuilder {
     handshake_timeout: Duration,
     max_unauthenticated: u32,
     verify_as_of: Option<std::time::SystemTime>,
+    host_aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for LocalDsqlBuilder {
@@ -106,6 +107,7 @@ impl std::fmt::Debug for LocalDsqlBuilder {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_unauthenticated", &self.max_unauthenticated)
             .field("verify_as_of", &self.verify_as_of)
+            .field("host_aliases", &self.host_aliases)
             .finish()
     }
 }
@@ -125,6 +127,7 @@ impl Default for LocalDsqlBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             verify_as_of: None,
+            host_aliases: Vec::new(),
         }
     }
 }
@@ -213,6 +216,18 @@ impl LocalDsqlBuilder {
         self
     }
 
+    /// Another name of this cluster, like a custom endpoint's: a client whose SNI names it
+    /// reaches the cluster, and its token must then be signed for that name (a token for the
+    /// alias is refused when SNI names [`LocalDsql::host`], and the other way round: the token
+    /// names the host the client dialled). Compared case-insensitively, a trailing dot ignored;
+    /// the gateway's certificate covers it. Call once per alias. Default: none.
+    pub fn host_alias(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let name = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+        self.host_aliases.push(name);
+        self
+    }
+
     /// Verify tokens as of `at` instead of the system clock, to replay recorded tokens (such as
     /// another SDK's test vectors). Default: the system clock.
     pub fn verify_as_of(mut self, at: std::time::SystemTime) -> Self {
@@ -253,6 +268,19 @@ impl LocalDsqlBuilder {
                 "rate limit needs at least 1 connection per second and a burst of at least 1"
                     .into(),
             ));
+        }
+        for alias in &self.host_aliases {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if alias.len() > 253 || !alias.split('.').all(label_ok) {
+                return Err(Error::InvalidConfig(format!(
+                    "host alias `{}` is not a DNS name (labels of letters, digits and `-`, like proxy.example.com)",
+                    gateway::bounded(alias)
+                )));
+            }
         }
         if self.handshake_timeout.is_zero() {
             return Err(Error::InvalidConfig(
@@ -304,7 +332,7 @@ impl LocalDsqlBuilder {
             }
         };
 
-        let certs = certs::generate(&self.region)?;
+        let certs = certs::generate(&self.region, &self.host_aliases)?;
         let (ca_dir, ca_path) = match (&self.tls_dir, postgres.as_mut()) {
             (Some(dir), _) => (None, write_ca_into(dir, &certs.ca_pem)?),
             // Made and removed by PostgreSQL's supervisor, even if this process is killed.
@@ -343,6 +371,7 @@ impl LocalDsqlBuilder {
             region: self.region.clone(),
             cluster_id: self.cluster_id.clone(),
             host: host.clone(),
+            host_aliases: self.host_aliases.clone(),
             creds,
             upstream,
             max_connection_age: self.max_connection_age,

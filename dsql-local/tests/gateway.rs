@@ -865,3 +865,59 @@ async fn direct_tls_without_alpn_is_refused() {
     assert_eq!(db_error(&err).0, "08P01");
     assert_eq!(dsql.counters().refused(RefusalReason::Malformed), 1);
 }
+
+/// A host alias (a custom endpoint's name) routes by SNI, and the token must name the host the
+/// client dialled: the alias through the alias, the cluster host through the cluster host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_alias_routes_by_sni_and_wants_tokens_signed_for_it() {
+    let dsql = start(
+        LocalDsql::builder()
+            .host_alias("localhost")
+            .host_alias("Proxy.Example."),
+    )
+    .await;
+    let now = SystemTime::now();
+    let region = dsql.region().to_owned();
+    for (sni, signed_for) in [
+        ("localhost", "localhost"),
+        ("PROXY.example", "proxy.example"),
+        ("proxy.example", "Proxy.Example"),
+    ] {
+        let dial = Dial {
+            host: sni.into(),
+            ..Dial::new(&dsql, "admin")
+        };
+        let t = token_for(&dsql, signed_for, &region, "admin", now, 900);
+        let (client, _conn) = connect(&dsql, &dial, &t)
+            .await
+            .unwrap_or_else(|e| panic!("SNI {sni}, token for {signed_for}: {e:?}"));
+        client.simple_query("SELECT 1").await.expect("query");
+    }
+    let via_alias = Dial {
+        host: "localhost".into(),
+        ..Dial::new(&dsql, "admin")
+    };
+    assert_refused(
+        &dsql,
+        &via_alias,
+        &token(&dsql, "admin"),
+        RefusalReason::HostMismatch,
+        ACCESS_DENIED,
+    )
+    .await;
+    let for_alias = token_for(&dsql, "localhost", &region, "admin", now, 900);
+    assert_refused(
+        &dsql,
+        &Dial::new(&dsql, "admin"),
+        &for_alias,
+        RefusalReason::HostMismatch,
+        ACCESS_DENIED,
+    )
+    .await;
+    let err = LocalDsql::builder()
+        .host_alias("not a host")
+        .start()
+        .await
+        .expect_err("invalid alias");
+    assert!(err.to_string().contains("host alias"), "{err}");
+}
