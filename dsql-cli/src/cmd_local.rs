@@ -207,9 +207,8 @@ impl Signals {
     fn install() -> Result<Self, CliError> {
         use tokio::signal::unix::{SignalKind, signal};
         let on = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| {
-                CliError::runtime(format!("cannot install a handler for {name}: {e}"))
-            })
+            signal(kind)
+                .map_err(|e| CliError::runtime(format!("cannot install a handler for {name}: {e}")))
         };
         Ok(Signals {
             int: on(SignalKind::interrupt(), "SIGINT")?,
