@@ -103,7 +103,11 @@ pub(crate) fn run(ws: &Workspace, verify: bool) -> Result {
     }
     let mut cmd = cargo();
     cmd.args(["package", "--workspace", "--allow-dirty", "--locked"]);
-    if !verify {
+    if verify {
+        // The packaged crates are built outside this workspace, so the root manifest's profile
+        // overrides would not apply and every dependency would build a second time; pass them on.
+        cmd.args(dependency_profile_overrides()?);
+    } else {
         cmd.arg("--no-verify");
     }
     for m in ws.members.iter().filter(|m| !m.publishable) {
@@ -135,6 +139,28 @@ pub(crate) fn run(ws: &Workspace, verify: bool) -> Result {
         println!("    {name:<24} {:>8.1} KiB", size as f64 / 1024.0);
     }
     Ok(())
+}
+
+/// `[profile.dev.package."*"]` of the root Cargo.toml as `--config` arguments.
+fn dependency_profile_overrides() -> Result<Vec<String>> {
+    let path = crate::util::root().join("Cargo.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let manifest: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut args = Vec::new();
+    let overrides = manifest
+        .get("profile")
+        .and_then(|p| p.get("dev"))
+        .and_then(|p| p.get("package"))
+        .and_then(|p| p.get("*"))
+        .and_then(|p| p.as_table());
+    for (k, v) in overrides.into_iter().flatten() {
+        args.push("--config".to_string());
+        args.push(format!("profile.dev.package.\"*\".{k}={v}"));
+    }
+    Ok(args)
 }
 
 #[cfg(test)]

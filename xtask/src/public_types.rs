@@ -241,6 +241,76 @@ mod tests {
         }
     }
 
+    /// Runs the real rustdoc on a two-crate scratch workspace, so a change in rustdoc's JSON that
+    /// the reader no longer understands fails here rather than passing silently.
+    #[test]
+    fn reads_external_types_from_real_rustdoc_json() {
+        let dir = std::env::temp_dir().join(format!("xtask-public-types-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |p: &str, s: &str| {
+            let p = dir.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        write(
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"ext\", \"api\"]\nresolver = \"3\"\n",
+        );
+        write(
+            "ext/Cargo.toml",
+            "[package]\nname = \"ext\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+        );
+        write(
+            "ext/src/lib.rs",
+            "pub struct Shown;\npub struct Hidden;\npub trait Bound {}\npub struct Reexported;\n",
+        );
+        write(
+            "api/Cargo.toml",
+            "[package]\nname = \"api\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[dependencies]\next = { path = \"../ext\" }\n",
+        );
+        write(
+            "api/src/lib.rs",
+            "//! See [ext::Hidden] (a doc link is not API).\n\
+             pub use ext::Reexported;\n\
+             #[derive(Debug, Clone)]\npub struct Mine;\n\
+             pub fn shows(_: &ext::Shown) -> Mine { Mine }\n\
+             pub fn bound<T: ext::Bound>(_: T) {}\n\
+             fn private(_: ext::Hidden) {}\n\
+             pub fn uses_private() { let _ = private; }\n",
+        );
+        let status =
+            std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(&dir)
+                .args([
+                    "rustdoc",
+                    "-q",
+                    "-p",
+                    "api",
+                    "--lib",
+                    "--",
+                    "-Z",
+                    "unstable-options",
+                    "--output-format",
+                    "json",
+                ])
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env_remove("CARGO_TARGET_DIR")
+                .status()
+                .unwrap();
+        assert!(status.success());
+        let doc: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("target/doc/api.json")).unwrap(),
+        )
+        .unwrap();
+        let found: Vec<String> = exposures(&doc)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found, ["ext::Bound", "ext::Reexported", "ext::Shown"]);
+    }
+
     #[test]
     fn allow_patterns() {
         let p: Vec<String> = ["tokio_postgres::*", "rustls::ClientConfig", "bb8"]
