@@ -166,6 +166,15 @@ pub(crate) fn run(ws: &Workspace) -> Result {
         .map_err(|e| format!("cannot read {ALLOW_LIST}: {e}"))?;
     let allow = parse_allow_list(&text)?;
     let mut problems = Vec::new();
+    // All features: the API a user can reach with any of them.
+    let mut cmd = cargo();
+    cmd.args(["doc", "--no-deps", "--lib", "--all-features", "--locked"]);
+    for m in ws.libraries() {
+        cmd.args(["-p", &m.name]);
+    }
+    cmd.env("RUSTDOCFLAGS", "-Z unstable-options --output-format json")
+        .env("RUSTC_BOOTSTRAP", "1");
+    step("rustdoc JSON of every library crate", &mut cmd)?;
     for m in ws.libraries() {
         let Some(patterns) = allow.get(&m.name) else {
             problems.push(format!(

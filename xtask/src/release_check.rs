@@ -6,6 +6,8 @@ use crate::tools::{CARGO_DENY, CARGO_HACK, CARGO_SEMVER_CHECKS};
 use crate::util::{Result, cargo, output, root, step};
 use crate::workspace::Workspace;
 use crate::{package, public_types};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -257,34 +259,38 @@ pub(crate) fn docs(ws: &Workspace) -> Result {
             ));
         }
     }
+    // Crates with the same docs.rs settings are documented in one cargo run (one build of the
+    // dependencies); docs.rs itself documents each crate on its own, with its own settings.
+    let mut groups: BTreeMap<(Vec<String>, Vec<String>), Vec<&str>> = BTreeMap::new();
     for m in ws.libraries() {
+        let (flags, rustdoc_args) = docs_rs_settings(&m.name, m.docs_rs.as_ref());
+        groups
+            .entry((flags, rustdoc_args))
+            .or_default()
+            .push(&m.name);
+    }
+    for ((flags, rustdoc_args), crates) in groups {
         let mut cmd = cargo();
-        cmd.args(["rustdoc", "-p", &m.name, "--lib", "--locked"]);
-        let mut rustdoc_args: Vec<String> = Vec::new();
-        if let Some(d) = &m.docs_rs {
-            if d["all-features"].as_bool() == Some(true) {
-                cmd.arg("--all-features");
-            }
-            if d["no-default-features"].as_bool() == Some(true) {
-                cmd.arg("--no-default-features");
-            }
-            if let Some(fs) = d["features"].as_array() {
-                let fs: Vec<&str> = fs.iter().filter_map(|f| f.as_str()).collect();
-                if !fs.is_empty() {
-                    cmd.args(["--features", &fs.join(",")]);
-                }
-            }
-            if let Some(args) = d["rustdoc-args"].as_array() {
-                rustdoc_args.extend(args.iter().filter_map(|a| a.as_str().map(str::to_string)));
-            }
+        cmd.args(["doc", "--no-deps", "--lib", "--locked"])
+            .args(&flags);
+        for c in &crates {
+            cmd.args(["-p", c]);
         }
+        let mut rustdocflags = rustdoc_args.clone();
+        rustdocflags.extend(["-D".to_string(), "warnings".to_string()]);
+        cmd.env("RUSTDOCFLAGS", rustdocflags.join(" "));
         // docs.rs builds with nightly, and `--cfg docsrs` usually turns on nightly-only doc
         // features (`doc_cfg`); let this stable toolchain accept them, as docs.rs's would.
         if rustdoc_args.iter().any(|a| a == "docsrs") {
             cmd.env("RUSTC_BOOTSTRAP", "1");
         }
-        cmd.arg("--").args(&rustdoc_args).args(["-D", "warnings"]);
-        if let Err(e) = step(&format!("docs: {}", m.name), &mut cmd) {
+        println!(
+            "\n    docs.rs settings for {}: cargo flags [{}], rustdoc args [{}]",
+            crates.join(", "),
+            flags.join(" "),
+            rustdoc_args.join(" ")
+        );
+        if let Err(e) = step(&format!("docs: {}", crates.join(", ")), &mut cmd) {
             problems.push(e);
         }
     }
@@ -293,6 +299,40 @@ pub(crate) fn docs(ws: &Workspace) -> Result {
     } else {
         Err(problems.join("\n  "))
     }
+}
+
+/// The cargo flags and rustdoc args docs.rs would use for a crate, from its
+/// `[package.metadata.docs.rs]` (default features and no args when it has none).
+pub(crate) fn docs_rs_settings(krate: &str, docs_rs: Option<&Value>) -> (Vec<String>, Vec<String>) {
+    let mut flags = Vec::new();
+    let mut rustdoc_args = Vec::new();
+    let Some(d) = docs_rs else {
+        return (flags, rustdoc_args);
+    };
+    if d["all-features"].as_bool() == Some(true) {
+        flags.push("--all-features".to_string());
+    }
+    if d["no-default-features"].as_bool() == Some(true) {
+        flags.push("--no-default-features".to_string());
+    }
+    let features: Vec<String> = d["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(|f| format!("{krate}/{f}")))
+        .collect();
+    if !features.is_empty() {
+        flags.push("--features".to_string());
+        flags.push(features.join(","));
+    }
+    rustdoc_args.extend(
+        d["rustdoc-args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string)),
+    );
+    (flags, rustdoc_args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,9 +446,8 @@ fn msrv_step(ctx: &Ctx) -> Result<Outcome> {
     }
     let highest = ctx
         .ws
-        .all_packages
+        .shipped_packages
         .iter()
-        .filter(|(n, _, _)| ctx.ws.member(n).is_none())
         .filter_map(|(n, v, rv)| rv.as_ref().map(|rv| (parse_version(rv), n, v, rv)))
         .max();
     match &highest {
@@ -509,6 +548,24 @@ mod tests {
         assert!(p[0].contains("pg requires core ^0.0.9"), "{p:?}");
         let (_, p) = version_problems(&ws, "# Changelog\n## 0.2.0 (unreleased)\n");
         assert!(p.iter().any(|p| p.contains("top entry is 0.2.0")), "{p:?}");
+    }
+
+    #[test]
+    fn docs_rs_settings_become_cargo_flags_and_rustdoc_args() {
+        assert_eq!(docs_rs_settings("c", None), (vec![], vec![]));
+        let d = serde_json::json!({"all-features": true, "rustdoc-args": ["--cfg", "docsrs"]});
+        assert_eq!(
+            docs_rs_settings("c", Some(&d)),
+            (
+                vec!["--all-features".to_string()],
+                vec!["--cfg".to_string(), "docsrs".to_string()]
+            )
+        );
+        let d = serde_json::json!({"no-default-features": true, "features": ["a", "b"]});
+        assert_eq!(
+            docs_rs_settings("c", Some(&d)).0,
+            ["--no-default-features", "--features", "c/a,c/b"]
+        );
     }
 
     #[test]

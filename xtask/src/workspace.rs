@@ -40,8 +40,9 @@ pub(crate) enum DepKind {
 pub(crate) struct Workspace {
     pub(crate) target_dir: PathBuf,
     pub(crate) members: Vec<Member>,
-    /// Every resolved package (dependencies included): name, version, declared `rust-version`.
-    pub(crate) all_packages: Vec<(String, String, Option<String>)>,
+    /// Every package the publishable crates pull in through normal and build dependencies (what
+    /// users compile; dev-dependencies left out): name, version, declared `rust-version`.
+    pub(crate) shipped_packages: Vec<(String, String, Option<String>)>,
 }
 
 impl Workspace {
@@ -65,13 +66,8 @@ impl Workspace {
             .as_array()
             .ok_or("cargo metadata: no packages")?;
         let mut members = Vec::new();
-        let mut all_packages = Vec::new();
+        let mut publishable_ids = Vec::new();
         for p in packages {
-            all_packages.push((
-                s(p, "name"),
-                s(p, "version"),
-                p["rust_version"].as_str().map(str::to_string),
-            ));
             if !members_ids.contains(p["id"].as_str().unwrap_or_default()) {
                 continue;
             }
@@ -92,6 +88,9 @@ impl Workspace {
                     path: d["path"].as_str().map(PathBuf::from),
                 })
                 .collect();
+            if !matches!(&p["publish"], Value::Array(a) if a.is_empty()) {
+                publishable_ids.push(s(p, "id"));
+            }
             members.push(Member {
                 name: s(p, "name"),
                 version: s(p, "version"),
@@ -113,10 +112,44 @@ impl Workspace {
             });
         }
         members.sort_by(|a, b| a.name.cmp(&b.name));
+        // Walk the resolved graph from the publishable crates along normal and build edges.
+        let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for node in v["resolve"]["nodes"].as_array().into_iter().flatten() {
+            let shipped = node["deps"].as_array().into_iter().flatten().filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| k["kind"].as_str() != Some("dev"))
+            });
+            edges.insert(
+                node["id"].as_str().unwrap_or_default(),
+                shipped.filter_map(|d| d["pkg"].as_str()).collect(),
+            );
+        }
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut todo: Vec<&str> = publishable_ids.iter().map(String::as_str).collect();
+        while let Some(id) = todo.pop() {
+            if seen.insert(id) {
+                todo.extend(edges.get(id).into_iter().flatten().copied());
+            }
+        }
+        let shipped_packages = packages
+            .iter()
+            .filter(|p| seen.contains(p["id"].as_str().unwrap_or_default()))
+            .filter(|p| !members_ids.contains(p["id"].as_str().unwrap_or_default()))
+            .map(|p| {
+                (
+                    s(p, "name"),
+                    s(p, "version"),
+                    p["rust_version"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
         Ok(Workspace {
             target_dir: PathBuf::from(s(&v, "target_directory")),
             members,
-            all_packages,
+            shipped_packages,
         })
     }
 
@@ -218,6 +251,27 @@ pub(crate) mod tests {
         ]);
         assert_eq!(w.publish_order().unwrap(), ["core", "local", "cli", "pg"]);
         assert!(!w.member("xtask").unwrap().publishable);
+    }
+
+    #[test]
+    fn shipped_packages_leave_out_dev_dependencies() {
+        let dep = |name: &str, rv: &str| serde_json::json!({"name": name, "version": "1.0.0", "id": name, "rust_version": rv});
+        let core = pkg("core", Value::Null, &[]);
+        let json = serde_json::json!({
+            "packages": [core, dep("a", "1.90"), dep("b", "1.99"), dep("c", "1.80")],
+            "workspace_members": ["path+file:///w/core#0.1.0"],
+            "target_directory": "/w/target",
+            "resolve": {"nodes": [
+                {"id": "path+file:///w/core#0.1.0", "deps": [
+                    {"pkg": "a", "dep_kinds": [{"kind": null}]},
+                    {"pkg": "b", "dep_kinds": [{"kind": "dev"}]},
+                ]},
+                {"id": "a", "deps": [{"pkg": "c", "dep_kinds": [{"kind": "build"}]}]},
+            ]},
+        });
+        let w = Workspace::from_metadata(&json.to_string()).unwrap();
+        let names: Vec<&str> = w.shipped_packages.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(names, ["a", "c"]);
     }
 
     #[test]
