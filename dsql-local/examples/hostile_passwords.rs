@@ -61,9 +61,7 @@ async fn main() {
         let started = Instant::now();
         s.write_all(&password).await.expect("send");
         s.flush().await.expect("flush");
-        let (tag, _) = support::read_backend_message(&mut s)
-            .await
-            .expect("answer");
+        let (tag, _) = support::read_backend_message(&mut s).await.expect("answer");
         refusals.push(started.elapsed());
         assert_eq!(tag, b'E');
     }
