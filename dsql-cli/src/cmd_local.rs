@@ -92,12 +92,17 @@ impl std::fmt::Debug for Args {
 
 /// The first line of a secret file, or a usage error that names the file and the flag.
 fn read_secret_file(path: &std::path::Path, flag: &str) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::usage(format!(
-            "{flag} {}: cannot read it ({e}); give a readable file whose first line is the secret",
-            path.display()
-        ))
-    })?;
+    use std::io::Read;
+    let mut text = String::new();
+    // Bounded: a secret is short, and the path may name something endless (/dev/zero).
+    std::fs::File::open(path)
+        .and_then(|f| f.take(64 * 1024).read_to_string(&mut text))
+        .map_err(|e| {
+            CliError::usage(format!(
+                "{flag} {}: cannot read it ({e}); give a readable file whose first line is the secret",
+                path.display()
+            ))
+        })?;
     let line = text.lines().next().unwrap_or("").trim().to_owned();
     if line.is_empty() {
         return Err(CliError::usage(format!(

@@ -21,10 +21,49 @@
 //! - Limits: maximum connection age, new-connection rate (53400), open connections (53300).
 //! - Serialization failures (the upstream runs at repeatable read) reach the client as SQLSTATE
 //!   40001 `change conflicts with another transaction, please retry: (OC000)`.
+//! - The token's host is compared with the cluster's own name case-insensitively (a trailing
+//!   dot and `:443` ignored) and the signature checked against the lowercase host, as the SDKs
+//!   sign it: botocore's tokens keep the host as the user typed it. A
+//!   [`host_alias`](LocalDsqlBuilder::host_alias) is another name of the cluster (a custom
+//!   endpoint): SNI naming it routes here, and the token must then be signed for it.
 //!
 //! Credentials default to `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` when
 //! the first two are set, else the fixed local pair [`DEFAULT_ACCESS_KEY_ID`] /
 //! [`DEFAULT_SECRET_ACCESS_KEY`].
+//!
+//! # Hostile clients and other local users
+//!
+//! dsql-local often runs as root on shared machines; nothing gets in without a valid token:
+//! - **The upstream accepts only the gateway.** The temporary PostgreSQL's unix socket is in a
+//!   private directory (mode 0700, owned by the `postgres` user when run as root, else by you;
+//!   socket mode 0700), where the gateway logs in. Its TCP listener on 127.0.0.1 wants
+//!   scram-sha-256 with a random per-run password for `admin` (held by
+//!   [`LocalDsql::upstream_connection_string`]); roles made by [`LocalDsql::create_role`] get the
+//!   same password. Only root and the OS user PostgreSQL runs as can reach the socket.
+//! - **Before login** a connection has one fixed deadline from accept, whatever it sends
+//!   ([`handshake_timeout`](LocalDsqlBuilder::handshake_timeout), 30 s), and such connections
+//!   have their own cap ([`max_unauthenticated`](LocalDsqlBuilder::max_unauthenticated), 256;
+//!   the surplus is closed at once). [`max_connections`](LocalDsqlBuilder::max_connections)
+//!   counts only logged-in connections, so stalled clients never lock real ones out.
+//! - **Passwords** of more than 32 parameters are refused before any per-parameter work; the
+//!   check is linear in the password's length (64 KiB at most).
+//! - **Logs**: strings a client chooses (user names, error texts) reach the log cut to 256
+//!   bytes. rustls logs an invalid SNI name in full (through the `log` crate, target `rustls`,
+//!   level WARN): cut long fields in your subscriber (the `dsql` command does) or filter that
+//!   target.
+//! - **The TLS directory** given to [`tls_dir`](LocalDsqlBuilder::tls_dir) must not be a
+//!   symbolic link and must belong to you (or root); the CA is written under a fresh name and
+//!   renamed into place, so a link planted at `dsql-local-ca.pem` is replaced, never followed.
+//!
+//! # Abrupt ends
+//!
+//! The temporary PostgreSQL runs under a small supervisor (`sh`, in its own process group,
+//! running `initdb` and `postgres` as its children; `setpriv` from util-linux drops to the
+//! `postgres` user when run as root). It creates the temporary directories itself and watches a
+//! pipe from this process: when this process stops it ([`LocalDsql::shutdown`], drop) or dies
+//! (even by SIGKILL, at any moment of startup), the supervisor stops PostgreSQL (immediate
+//! shutdown, SIGKILL after 10 s) and removes the directories, within seconds. The `dsql local`
+//! command installs its SIGINT/SIGTERM/SIGHUP handlers before starting anything.
 #![deny(missing_docs)]
 
 mod certs;
