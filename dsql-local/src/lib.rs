@@ -35,6 +35,9 @@ mod postgres;
 mod token_verifier;
 mod wire;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use counters::{Counters, RefusalReason};
 pub use error::Error;
 
