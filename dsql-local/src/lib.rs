@@ -74,6 +74,9 @@ mod postgres;
 mod token_verifier;
 mod wire;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 pub use counters::{Counters, RefusalReason};
 pub use error::Error;
 
