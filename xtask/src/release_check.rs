@@ -32,6 +32,11 @@ const STEPS: &[(&str, &str, StepFn)] = &[
         deps_step,
     ),
     (
+        "advisories",
+        "dependencies: security advisories (cargo-deny)",
+        advisories_step,
+    ),
+    (
         "docs",
         "docs (rustdoc warnings denied, docs.rs settings)",
         docs_step,
