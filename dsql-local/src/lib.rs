@@ -63,7 +63,8 @@
 //! pipe from this process: when this process stops it ([`LocalDsql::shutdown`], drop) or dies
 //! (even by SIGKILL, at any moment of startup), the supervisor stops PostgreSQL (immediate
 //! shutdown, SIGKILL after 10 s) and removes the directories, within seconds. The `dsql local`
-//! command installs its SIGINT/SIGTERM/SIGHUP handlers before starting anything.
+//! command installs its SIGINT/SIGTERM/SIGHUP handlers before starting anything. (With an
+//! upstream URL there is no supervisor: a SIGKILL leaves the CA's small temporary directory.)
 #![deny(missing_docs)]
 
 mod certs;

@@ -158,7 +158,7 @@ async fn clients_that_have_not_logged_in_take_no_connection_slots() {
 /// answered `N`) once restarted it forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_logs_in_is_closed_at_the_deadline_whatever_it_sends() {
-    let deadline = Duration::from_secs(1);
+    let deadline = Duration::from_secs(2);
     let dsql = start(LocalDsql::builder().handshake_timeout(deadline)).await;
     let mut tcp = tokio::net::TcpStream::connect(dsql.address())
         .await
