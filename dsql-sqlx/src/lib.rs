@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod config;
+mod connect;
+mod error;
+mod occ;
+mod pool;
+
+pub use config::{Config, DEFAULT_APPLICATION_NAME, DEFAULT_STATEMENT_CACHE_CAPACITY};
+pub use connect::connect;
+pub use error::{Error, ErrorKind};
+pub use occ::{OccError, OccTarget, transaction_with_retry};
+pub use pool::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_SPREAD, DEFAULT_MAX_LIFETIME, Pool, past_lifetime,
+    pool_options,
+};
+
+pub use dsql_auth_core::{ConnectOptions, RetryPolicy, TokenProvider};
+pub use sqlx;

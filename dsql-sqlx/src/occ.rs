@@ -1,0 +1,159 @@
+//! Retrying whole transactions on DSQL's optimistic-concurrency conflicts (OC000, OC001).
+//!
+//! SEAM(core stage A): the retry loop moves onto the core's runner, and the exhausted message onto
+//! the core's diagnostics; the shape (an `AsyncFnMut` over sqlx's transaction, user error types)
+//! stays.
+
+use std::time::Instant;
+
+use dsql_auth_core::RetryPolicy;
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
+
+use crate::connect::class_of;
+use crate::error::{Error, ErrorKind};
+use crate::pool::Pool;
+
+/// Errors `transaction_with_retry` can look into for an OCC conflict: sqlx's, ours, and your own
+/// error type (return the sqlx error it wraps, if any).
+pub trait OccError {
+    /// The sqlx error this error carries, if any.
+    fn as_sqlx_error(&self) -> Option<&sqlx::Error>;
+}
+
+impl OccError for sqlx::Error {
+    fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
+        Some(self)
+    }
+}
+
+impl OccError for Error {
+    fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
+        self.as_sqlx()
+    }
+}
+
+/// Where the transactions of [`transaction_with_retry`] run: a [`Pool`] (each attempt on a
+/// connection from [`Pool::acquire`]) or one connection (`&mut PgConnection`, also a
+/// `&mut PoolConnection` deref'd).
+pub trait OccTarget {
+    #[doc(hidden)]
+    fn run<T, E, F>(self, policy: &RetryPolicy, body: F) -> impl Future<Output = Result<T, E>>
+    where
+        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+        E: From<sqlx::Error> + From<Error> + OccError;
+}
+
+impl OccTarget for &Pool {
+    async fn run<T, E, F>(self, policy: &RetryPolicy, mut body: F) -> Result<T, E>
+    where
+        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+        E: From<sqlx::Error> + From<Error> + OccError,
+    {
+        retry_loop(policy, async || {
+            let mut conn = self.acquire().await?;
+            attempt(&mut conn, &mut body).await
+        })
+        .await
+    }
+}
+
+impl OccTarget for &mut PgConnection {
+    async fn run<T, E, F>(self, policy: &RetryPolicy, mut body: F) -> Result<T, E>
+    where
+        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+        E: From<sqlx::Error> + From<Error> + OccError,
+    {
+        retry_loop(policy, async || attempt(&mut *self, &mut body).await).await
+    }
+}
+
+/// Runs `body` in a transaction and commits; when DSQL reports an OCC conflict (SQLSTATE 40001,
+/// `OC000` data or `OC001` schema) from a statement or the commit, rolls back, waits as `policy`
+/// says and runs `body` again in a new transaction. Returns what `body` returned in the attempt
+/// that committed.
+///
+/// `body` is an async closure over sqlx's own [`Transaction`]; it may return your own error type
+/// `E` (it needs `From<sqlx::Error>`, `From<dsql_sqlx::Error>` and [`OccError`]), and runs once
+/// per attempt, so effects outside the transaction happen once per attempt. Any error other than
+/// an OCC conflict is returned at once; when conflicts outlast the policy an error of kind
+/// [`ErrorKind::OccConflict`] is returned (and logged at `WARN`).
+///
+/// ```no_run
+/// # async fn demo(pool: &dsql_sqlx::Pool) -> Result<(), dsql_sqlx::Error> {
+/// use dsql_sqlx::{RetryPolicy, transaction_with_retry};
+/// let n: i64 = transaction_with_retry(pool, &RetryPolicy::occ(), async |tx| {
+///     sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 1").execute(&mut **tx).await?;
+///     Ok::<_, dsql_sqlx::Error>(sqlx::query_scalar("SELECT n FROM counters WHERE id = 1").fetch_one(&mut **tx).await?)
+/// })
+/// .await?;
+/// # let _ = n; Ok(()) }
+/// ```
+pub async fn transaction_with_retry<T, E, F>(
+    target: impl OccTarget,
+    policy: &RetryPolicy,
+    body: F,
+) -> Result<T, E>
+where
+    F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+    E: From<sqlx::Error> + From<Error> + OccError,
+{
+    target.run(policy, body).await
+}
+
+async fn attempt<T, E, F>(conn: &mut PgConnection, body: &mut F) -> Result<T, E>
+where
+    F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+    E: From<sqlx::Error>,
+{
+    let mut tx = conn.begin().await?;
+    // On error the transaction is dropped, which rolls it back before the connection is reused.
+    let value = body(&mut tx).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+async fn retry_loop<T, E>(policy: &RetryPolicy, mut once: impl AsyncFnMut() -> Result<T, E>) -> Result<T, E>
+where
+    E: OccError + From<Error>,
+{
+    let started = Instant::now();
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        let err = match once().await {
+            Ok(value) => {
+                if attempts > 1 {
+                    tracing::info!(target: "dsql_sqlx", occ_retries = attempts - 1, "transaction committed after OCC conflicts");
+                }
+                return Ok(value);
+            }
+            Err(err) => err,
+        };
+        let Some(class) = err
+            .as_sqlx_error()
+            .and_then(class_of)
+            .filter(|c| c.is_occ_conflict())
+        else {
+            return Err(err);
+        };
+        match policy.next_delay(attempts, started.elapsed(), rand::random::<f64>()) {
+            Some(delay) => {
+                tracing::debug!(target: "dsql_sqlx", occ_retry = attempts, reason = %class, "OCC conflict; retrying the transaction");
+                tokio::time::sleep(delay).await;
+            }
+            None => {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(target: "dsql_sqlx", attempts, elapsed_ms, reason = %class, "OCC conflicts outlasted the retry policy");
+                // SEAM(core stage A): the core's OCC-exhausted text.
+                let last = err.as_sqlx_error().map(ToString::to_string).unwrap_or_default();
+                return Err(E::from(Error::new(
+                    ErrorKind::OccConflict,
+                    format!(
+                        "the transaction met OCC conflicts ({class}) in all {attempts} attempts over {elapsed_ms} ms: \
+                         fewer concurrent writers to the same rows, or a retry policy with more attempts; last: {last}"
+                    ),
+                )));
+            }
+        }
+    }
+}
