@@ -157,7 +157,11 @@ impl Config {
                 SslMode::VerifyCa => PgSslMode::VerifyCa,
                 _ => PgSslMode::VerifyFull,
             })
-            .application_name(o.application_name.as_deref().unwrap_or(DEFAULT_APPLICATION_NAME))
+            .application_name(
+                o.application_name
+                    .as_deref()
+                    .unwrap_or(DEFAULT_APPLICATION_NAME),
+            )
             .statement_cache_capacity(self.statement_cache_capacity);
         if let Some(ca) = &o.sslrootcert {
             pg = pg.ssl_root_cert(ca);

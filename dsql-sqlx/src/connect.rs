@@ -84,7 +84,9 @@ pub(crate) fn retry_delay(
 
 pub(crate) fn class_of(err: &sqlx::Error) -> Option<DsqlErrorClass> {
     match err {
-        sqlx::Error::Database(db) => Some(classify(db.code().as_deref().unwrap_or(""), db.message())),
+        sqlx::Error::Database(db) => {
+            Some(classify(db.code().as_deref().unwrap_or(""), db.message()))
+        }
         _ => None,
     }
 }
@@ -139,12 +141,13 @@ pub(crate) async fn explain(config: &Config, err: sqlx::Error) -> Error {
             );
             Error::new(ErrorKind::Db, message).with_source(err)
         }
-        sqlx::Error::Tls(e) => {
+        _ if is_tls(&err) => {
             let message = format!(
-                "TLS with {}:{} failed: {e}; with sslmode=verify-full the certificate must be issued \
+                "TLS with {}:{} failed: {}; with sslmode=verify-full the certificate must be issued \
                  by a trusted CA (sslrootcert adds one) for the host `{}`",
                 ep.connect_host(),
                 ep.port(),
+                tls_cause(&err),
                 ep.connect_host()
             );
             Error::new(ErrorKind::Tls, message).with_source(err)
@@ -174,6 +177,27 @@ pub(crate) async fn explain(config: &Config, err: sqlx::Error) -> Error {
             );
             Error::new(ErrorKind::Connect, message).with_source(err)
         }
+    }
+}
+
+/// sqlx reports handshake failures as `Error::Tls`, but certificate failures during the
+/// handshake as I/O errors carrying a `rustls::Error`.
+fn is_tls(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
+        _ => false,
+    }
+}
+
+fn tls_cause(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Io(io) => io
+            .get_ref()
+            .map_or_else(|| io.to_string(), ToString::to_string),
+        other => other.to_string(),
     }
 }
 

@@ -10,6 +10,8 @@ mod pool;
 pub use config::{Config, DEFAULT_APPLICATION_NAME, DEFAULT_STATEMENT_CACHE_CAPACITY};
 pub use connect::connect;
 pub use error::{Error, ErrorKind};
+#[doc(hidden)]
+pub use occ::private as __occ_private;
 pub use occ::{OccError, OccTarget, transaction_with_retry};
 pub use pool::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_SPREAD, DEFAULT_MAX_LIFETIME, Pool, past_lifetime,

@@ -33,37 +33,37 @@ impl OccError for Error {
 }
 
 /// Where the transactions of [`transaction_with_retry`] run: a [`Pool`] (each attempt on a
-/// connection from [`Pool::acquire`]) or one connection (`&mut PgConnection`, also a
-/// `&mut PoolConnection` deref'd).
-pub trait OccTarget {
+/// connection from [`Pool::acquire`]) or one connection (`&mut PgConnection`; a
+/// `&mut PoolConnection` derefs to it).
+pub trait OccTarget<'a>: private::Sealed {
     #[doc(hidden)]
-    fn run<T, E, F>(self, policy: &RetryPolicy, body: F) -> impl Future<Output = Result<T, E>>
-    where
-        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
-        E: From<sqlx::Error> + From<Error> + OccError;
+    fn into_target(self) -> private::Target<'a>;
 }
 
-impl OccTarget for &Pool {
-    async fn run<T, E, F>(self, policy: &RetryPolicy, mut body: F) -> Result<T, E>
-    where
-        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
-        E: From<sqlx::Error> + From<Error> + OccError,
-    {
-        retry_loop(policy, async || {
-            let mut conn = self.acquire().await?;
-            attempt(&mut conn, &mut body).await
-        })
-        .await
+impl<'a> OccTarget<'a> for &'a Pool {
+    fn into_target(self) -> private::Target<'a> {
+        private::Target::Pool(self)
     }
 }
 
-impl OccTarget for &mut PgConnection {
-    async fn run<T, E, F>(self, policy: &RetryPolicy, mut body: F) -> Result<T, E>
-    where
-        F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
-        E: From<sqlx::Error> + From<Error> + OccError,
-    {
-        retry_loop(policy, async || attempt(&mut *self, &mut body).await).await
+impl<'a> OccTarget<'a> for &'a mut PgConnection {
+    fn into_target(self) -> private::Target<'a> {
+        private::Target::Conn(self)
+    }
+}
+
+#[doc(hidden)]
+pub mod private {
+    use super::*;
+
+    pub trait Sealed {}
+    impl Sealed for &Pool {}
+    impl Sealed for &mut PgConnection {}
+
+    #[derive(Debug)]
+    pub enum Target<'a> {
+        Pool(&'a Pool),
+        Conn(&'a mut PgConnection),
     }
 }
 
@@ -88,16 +88,39 @@ impl OccTarget for &mut PgConnection {
 /// .await?;
 /// # let _ = n; Ok(()) }
 /// ```
-pub async fn transaction_with_retry<T, E, F>(
-    target: impl OccTarget,
+pub async fn transaction_with_retry<'a, T, E, F>(
+    target: impl OccTarget<'a>,
     policy: &RetryPolicy,
-    body: F,
+    mut body: F,
 ) -> Result<T, E>
 where
     F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
     E: From<sqlx::Error> + From<Error> + OccError,
 {
-    target.run(policy, body).await
+    let mut target = target.into_target();
+    let started = Instant::now();
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        let outcome = match &mut target {
+            private::Target::Pool(pool) => match pool.acquire().await {
+                Ok(mut conn) => attempt(&mut conn, &mut body).await,
+                Err(e) => Err(E::from(e)),
+            },
+            private::Target::Conn(conn) => attempt(conn, &mut body).await,
+        };
+        let err = match outcome {
+            Ok(value) => {
+                if attempts > 1 {
+                    tracing::info!(target: "dsql_sqlx", occ_retries = attempts - 1, "transaction committed after OCC conflicts");
+                }
+                return Ok(value);
+            }
+            Err(err) => err,
+        };
+        let delay = retry_or_return(policy, err, attempts, started)?;
+        tokio::time::sleep(delay).await;
+    }
 }
 
 async fn attempt<T, E, F>(conn: &mut PgConnection, body: &mut F) -> Result<T, E>
@@ -112,48 +135,39 @@ where
     Ok(value)
 }
 
-async fn retry_loop<T, E>(policy: &RetryPolicy, mut once: impl AsyncFnMut() -> Result<T, E>) -> Result<T, E>
+/// `Ok(delay)`: an OCC conflict within the policy, retry after `delay`; `Err`: return this.
+fn retry_or_return<E>(
+    policy: &RetryPolicy,
+    err: E,
+    attempts: u32,
+    started: Instant,
+) -> Result<std::time::Duration, E>
 where
     E: OccError + From<Error>,
 {
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
-    loop {
-        attempts += 1;
-        let err = match once().await {
-            Ok(value) => {
-                if attempts > 1 {
-                    tracing::info!(target: "dsql_sqlx", occ_retries = attempts - 1, "transaction committed after OCC conflicts");
-                }
-                return Ok(value);
-            }
-            Err(err) => err,
-        };
-        let Some(class) = err
-            .as_sqlx_error()
-            .and_then(class_of)
-            .filter(|c| c.is_occ_conflict())
-        else {
-            return Err(err);
-        };
-        match policy.next_delay(attempts, started.elapsed(), rand::random::<f64>()) {
-            Some(delay) => {
-                tracing::debug!(target: "dsql_sqlx", occ_retry = attempts, reason = %class, "OCC conflict; retrying the transaction");
-                tokio::time::sleep(delay).await;
-            }
-            None => {
-                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                tracing::warn!(target: "dsql_sqlx", attempts, elapsed_ms, reason = %class, "OCC conflicts outlasted the retry policy");
-                // SEAM(core stage A): the core's OCC-exhausted text.
-                let last = err.as_sqlx_error().map(ToString::to_string).unwrap_or_default();
-                return Err(E::from(Error::new(
-                    ErrorKind::OccConflict,
-                    format!(
-                        "the transaction met OCC conflicts ({class}) in all {attempts} attempts over {elapsed_ms} ms: \
-                         fewer concurrent writers to the same rows, or a retry policy with more attempts; last: {last}"
-                    ),
-                )));
-            }
-        }
+    let Some(class) = err
+        .as_sqlx_error()
+        .and_then(class_of)
+        .filter(|c| c.is_occ_conflict())
+    else {
+        return Err(err);
+    };
+    if let Some(delay) = policy.next_delay(attempts, started.elapsed(), rand::random::<f64>()) {
+        tracing::debug!(target: "dsql_sqlx", occ_retry = attempts, reason = %class, "OCC conflict; retrying the transaction");
+        return Ok(delay);
     }
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::warn!(target: "dsql_sqlx", attempts, elapsed_ms, reason = %class, "OCC conflicts outlasted the retry policy");
+    // SEAM(core stage A): the core's OCC-exhausted text.
+    let last = err
+        .as_sqlx_error()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    Err(E::from(Error::new(
+        ErrorKind::OccConflict,
+        format!(
+            "the transaction met OCC conflicts ({class}) in all {attempts} attempts over {elapsed_ms} ms: \
+             fewer concurrent writers to the same rows, or a retry policy with more attempts; last: {last}"
+        ),
+    )))
 }

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use dsql_auth_core::{AuthToken, DsqlErrorClass, RetryPolicy};
+use sqlx::Postgres;
 use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Postgres;
 
 use crate::config::Config;
 use crate::connect::{Retry, class_of, explain, refused_after_budget, retry_delay};
