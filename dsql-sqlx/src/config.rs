@@ -231,6 +231,101 @@ async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Err
 mod tests {
     use super::*;
 
+    const HOST: &str = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
+
+    fn token(config: &Config) -> AuthToken {
+        let creds =
+            aws_credential_types::Credentials::new("AKIDEXAMPLE", "s3cr3t", None, None, "t");
+        dsql_auth_core::token::sign(
+            config.signing_params(),
+            &creds,
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_724_716_800),
+        )
+        .unwrap()
+    }
+
+    fn config(s: &str) -> Result<Config, Error> {
+        Config::new(s.parse().map_err(Error::from_core)?)
+    }
+
+    #[test]
+    fn maps_options_faithfully() {
+        let c = config(&format!(
+            "postgres://app@{HOST}:5433/postgres?sslmode=verify-ca&sslrootcert=/tmp/ca.pem&options=-c%20a%3Db"
+        ))
+        .unwrap()
+        .with_statement_cache_capacity(7);
+        let pg = c.pg_options(&token(&c));
+        assert_eq!(pg.get_host(), HOST);
+        assert_eq!(pg.get_port(), 5433);
+        assert_eq!(pg.get_username(), "app");
+        assert_eq!(pg.get_database(), Some("postgres"));
+        assert!(matches!(pg.get_ssl_mode(), PgSslMode::VerifyCa));
+        assert_eq!(pg.get_application_name(), Some(DEFAULT_APPLICATION_NAME));
+        assert!(pg.get_options().unwrap().contains("-c a=b"));
+
+        let c = config(&format!("postgres://{HOST}/postgres?application_name=mine")).unwrap();
+        let pg = c.pg_options(&token(&c));
+        assert_eq!(pg.get_application_name(), Some("mine"));
+        assert!(
+            matches!(pg.get_ssl_mode(), PgSslMode::VerifyFull),
+            "verify-full by default"
+        );
+    }
+
+    #[test]
+    fn privatelink_without_dns_sends_the_cluster_id_and_signs_for_the_cluster() {
+        let c = config(
+            "host=vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com \
+             cluster_id=abcdefghijklmnopqrstuvwxyz options='-c x=y'",
+        )
+        .unwrap();
+        assert_eq!(c.signing_params().host(), HOST);
+        let pg = c.pg_options(&token(&c));
+        assert_eq!(
+            pg.get_host(),
+            "vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com"
+        );
+        assert_eq!(
+            pg.get_options(),
+            Some("-c x=y -c amzn-cluster-id=abcdefghijklmnopqrstuvwxyz")
+        );
+    }
+
+    #[test]
+    fn what_sqlx_cannot_do_is_refused_with_the_fix() {
+        let err = config(&format!("host={HOST} hostaddr=10.0.0.1")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("cluster_id"), "{err}");
+        let err = config(&format!("host={HOST} sslnegotiation=direct")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("#3880"), "{err}");
+        let err = config(&format!("host={HOST} sslcompression=1 frobnicate=2")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("frobnicate"), "{err}");
+        let err = config(&format!("host={HOST} password=hunter2")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn debug_of_config_shows_no_secret() {
+        let c = config(&format!("host={HOST}"))
+            .unwrap()
+            .with_token_provider(TokenProvider::new(aws_credential_types::Credentials::new(
+                "AKIDEXAMPLE",
+                "s3cr3t",
+                Some("sess10n".into()),
+                None,
+                "t",
+            )));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("sess10n"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn splits_startup_options() {
         assert_eq!(

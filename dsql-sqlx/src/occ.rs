@@ -78,6 +78,10 @@ pub mod private {
 /// an OCC conflict is returned at once; when conflicts outlast the policy an error of kind
 /// [`ErrorKind::OccConflict`] is returned (and logged at `WARN`).
 ///
+/// To run it in a spawned task (which needs a `Send` future), write `async move |tx| ...` and
+/// capture owned values (copies, clones, `Arc`s): rustc cannot yet prove `Send` for an async
+/// closure that captures references (rust-lang/rust#110338), whatever they point to.
+///
 /// ```no_run
 /// # async fn demo(pool: &dsql_sqlx::Pool) -> Result<(), dsql_sqlx::Error> {
 /// use dsql_sqlx::{RetryPolicy, transaction_with_retry};
