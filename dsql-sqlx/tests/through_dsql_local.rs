@@ -591,3 +591,83 @@ async fn tokens_stay_out_of_our_debug_and_sqlx_connect_options_is_the_one_place(
     pool.close().await;
     assert_no_secrets_logged(&local);
 }
+
+/// A machine waking from sleep: the wall clock jumps past the token's life while the refresher's
+/// (monotonic) timer has not fired. Simulated with a manual clock for the token provider: tokens
+/// are first signed 1000 s in the past (900 s life: expired for the gateway), then the clock
+/// jumps to now. `Pool::acquire` asks the provider before it takes a connection, so the new
+/// connection carries a fresh token at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_after_a_wall_clock_jump_uses_a_fresh_token() {
+    let local = start(LocalDsql::builder()).await;
+    let clock = Arc::new(dsql_auth_core::clock::ManualClock::new(
+        SystemTime::now() - Duration::from_secs(1000),
+    ));
+    let provider = TokenProvider::builder()
+        .credentials(local.credentials())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let config = config(&local, "").with_token_provider(provider.clone());
+    guarded("clock jump", async {
+        let pool = Pool::connect_lazy_with(config, pool_options())
+            .await
+            .unwrap();
+        assert_eq!(provider.stats().signings, 1);
+        clock.set(SystemTime::now());
+        let mut conn = pool
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire after the jump: {e}"));
+        let one: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(one, 1);
+        assert_eq!(provider.stats().signings, 2);
+        assert_eq!(local.counters().refused(RefusalReason::Expired), 0);
+        drop(conn);
+        pool.close().await;
+    })
+    .await;
+    assert_no_secrets_logged(&local);
+}
+
+/// The refresher works while the pool is open and stops when it is closed, or when the last
+/// `dsql_sqlx::Pool` handle is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresher_stops_when_the_pool_closes_or_is_dropped() {
+    let local = start(LocalDsql::builder()).await;
+    for close in [true, false] {
+        let provider = short_token_provider(local.credentials());
+        let config = config(&local, "&token_duration_secs=2").with_token_provider(provider.clone());
+        guarded("refresher", async {
+            let pool = Pool::connect_lazy_with(config, pool_options())
+                .await
+                .unwrap();
+            // Tokens are due every 0.5 s (2 s life, 1.5 s margin): wait for a few refreshes.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while provider.stats().signings < 4 {
+                assert!(Instant::now() < deadline, "the refresher never refreshed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let pg = pool.pg_pool().clone();
+            if close {
+                pool.close().await;
+            } else {
+                drop(pool);
+            }
+            let after = provider.stats().signings;
+            // Four refresh periods: a running refresher would have signed again.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert!(
+                provider.stats().signings <= after + 1,
+                "the refresher kept signing after the pool was {}",
+                if close { "closed" } else { "dropped" }
+            );
+            drop(pg);
+        })
+        .await;
+    }
+    assert_no_secrets_logged(&local);
+}
