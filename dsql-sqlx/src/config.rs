@@ -140,6 +140,11 @@ impl Config {
             .await
     }
 
+    /// The token provider if it is already there (no loading).
+    pub(crate) fn token_provider_now(&self) -> Option<&TokenProvider> {
+        self.provider.get()
+    }
+
     /// sqlx's options for one token. Crate-private on purpose: sqlx's `Debug` of
     /// `PgConnectOptions` prints the password.
     pub(crate) fn pg_options(&self, token: &AuthToken) -> PgConnectOptions {

@@ -1,8 +1,9 @@
 //! A single connection: a token valid now, DSQL's connect refusals retried, failures explained.
+//! The retry decisions and the texts are dsql-auth-core's (`Retry`, `classify`, `diagnostics`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dsql_auth_core::{DsqlErrorClass, RetryPolicy, classify};
+use dsql_auth_core::{DsqlErrorClass, Retry, SystemClock, classify, diagnostics};
 use sqlx::{ConnectOptions as _, PgConnection};
 
 use crate::config::Config;
@@ -14,72 +15,65 @@ use crate::error::{Error, ErrorKind};
 /// failure is returned at once; access denied names the access key id, signing host, region
 /// and action used.
 pub async fn connect(config: &Config) -> Result<PgConnection, Error> {
-    let provider = config.token_provider().await?;
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
-    loop {
-        attempts += 1;
-        let token = provider
-            .token(config.signing_params())
-            .await
-            .map_err(Error::from_core)?;
-        let pg = config.pg_options(&token);
-        drop(token);
-        let attempt = pg.connect();
-        let result = match config.options().connect_timeout {
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(result) => result,
-                Err(_) => return Err(connect_timed_out(config, limit)),
-            },
-            None => attempt.await,
-        };
-        drop(pg);
-        let err = match result {
-            Ok(conn) => {
-                tracing::debug!(
-                    host = config.endpoint().connect_host(),
-                    attempts,
-                    "DSQL connection opened"
-                );
-                return Ok(conn);
-            }
-            Err(err) => err,
-        };
-        match retry_delay(config.connect_retry(), &err, attempts, started.elapsed()) {
-            Retry::After(delay) => tokio::time::sleep(delay).await,
-            Retry::GiveUp => return Err(refused_after_budget(config, err, attempts, started)),
-            Retry::No => return Err(explain(config, err).await),
-        }
-    }
-}
-
-pub(crate) enum Retry {
-    After(Duration),
-    GiveUp,
-    No,
-}
-
-/// SEAM(core stage A): the core's retry runner replaces this decision and the loops around it.
-pub(crate) fn retry_delay(
-    policy: &RetryPolicy,
-    err: &sqlx::Error,
-    attempts: u32,
-    elapsed: Duration,
-) -> Retry {
-    if !class_of(err).is_some_and(|c| c.is_retryable_connect()) {
-        return Retry::No;
-    }
-    match policy.next_delay(attempts, elapsed, rand::random::<f64>()) {
-        Some(delay) => {
+    let outcome = Retry::new(
+        config.connect_retry(),
+        &SystemClock,
+        |_: &Failed, delay: Duration| {
             tracing::debug!(
-                attempt = attempts,
+                target: "dsql_sqlx",
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 "DSQL refused the connection (rate or connection limit); retrying"
             );
-            Retry::After(delay)
+            tokio::time::sleep(delay)
+        },
+        rand::random::<f64>,
+    )
+    .run(Failed::is_retryable, |_| connect_once(config))
+    .await;
+    match outcome {
+        Ok(done) => {
+            tracing::debug!(target: "dsql_sqlx", host = config.endpoint().connect_host(), attempts = done.attempts, "DSQL connection opened");
+            Ok(done.value)
         }
-        None => Retry::GiveUp,
+        Err(gave_up) => Err(match gave_up.error {
+            Failed::Ours(e) => e,
+            Failed::Sqlx(e) if gave_up.exhausted => {
+                refused_after_budget(config, e, gave_up.attempts, gave_up.elapsed)
+            }
+            Failed::Sqlx(e) => explain(config, e).await,
+        }),
     }
+}
+
+/// One attempt's failure: ours (token, timeout) or sqlx's (to classify).
+enum Failed {
+    Ours(Error),
+    Sqlx(sqlx::Error),
+}
+
+impl Failed {
+    fn is_retryable(&self) -> bool {
+        matches!(self, Failed::Sqlx(e) if class_of(e).is_some_and(|c| c.is_retryable_connect()))
+    }
+}
+
+async fn connect_once(config: &Config) -> Result<PgConnection, Failed> {
+    let provider = config.token_provider().await.map_err(Failed::Ours)?;
+    let token = provider
+        .token(config.signing_params())
+        .await
+        .map_err(|e| Failed::Ours(Error::from_core(e)))?;
+    let pg = config.pg_options(&token);
+    drop(token);
+    let attempt = pg.connect();
+    let result = match config.options().connect_timeout {
+        Some(limit) => match tokio::time::timeout(limit, attempt).await {
+            Ok(result) => result,
+            Err(_) => return Err(Failed::Ours(connect_timed_out(config, limit))),
+        },
+        None => attempt.await,
+    };
+    result.map_err(Failed::Sqlx)
 }
 
 pub(crate) fn class_of(err: &sqlx::Error) -> Option<DsqlErrorClass> {
@@ -109,19 +103,16 @@ pub(crate) fn refused_after_budget(
     config: &Config,
     err: sqlx::Error,
     attempts: u32,
-    started: Instant,
+    elapsed: Duration,
 ) -> Error {
-    // SEAM(core stage A): the diagnostic text comes from the core.
-    Error::new(
-        ErrorKind::Refused,
-        format!(
-            "DSQL kept refusing new connections to {} after {attempts} attempts in {} ms: open fewer \
-             connections at once (a pool with a lower max size) or allow a larger connect retry budget",
-            config.endpoint().connect_host(),
-            started.elapsed().as_millis()
-        ),
-    )
-    .with_source(err)
+    let reason = class_of(&err).unwrap_or(DsqlErrorClass::Other);
+    let text = diagnostics::refused_after_budget(
+        config.endpoint().connect_host(),
+        &reason,
+        attempts,
+        elapsed,
+    );
+    Error::new(ErrorKind::Refused, text).with_source(err)
 }
 
 /// Turns a sqlx error from opening a connection into ours, with what to do next.
@@ -202,37 +193,24 @@ fn tls_cause(err: &sqlx::Error) -> String {
 }
 
 async fn access_denied(config: &Config, err: sqlx::Error) -> Error {
-    let params = config.signing_params();
     let key_id = match config.token_provider().await {
-        Ok(provider) => provider
-            .access_key_id()
-            .await
-            .unwrap_or_else(|_| "<unknown>".to_owned()),
-        Err(_) => "<unknown>".to_owned(),
+        Ok(provider) => provider.access_key_id().await.ok(),
+        Err(_) => None,
     };
     let detail = match &err {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .and_then(|pg| pg.detail())
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default(),
-        _ => String::new(),
+            .map(str::to_owned),
+        _ => None,
     };
-    // SEAM(core stage A): the diagnostic text comes from the core.
-    Error::new(
-        ErrorKind::AccessDenied,
-        format!(
-            "DSQL at {} denied access to user {:?}{detail}: the token was signed with access key id {key_id} \
-             for host {}, region {}, action {}. Check that these credentials are current, that their IAM \
-             policy allows dsql:{} on this cluster, that host and region name this cluster, and (for a \
-             role other than admin) that the role is linked to this IAM identity",
-            config.endpoint().connect_host(),
-            config.options().user,
-            params.host(),
-            params.region(),
-            params.action(),
-            params.action(),
-        ),
-    )
-    .with_source(err)
+    let text = diagnostics::AccessDenied {
+        connect_host: config.endpoint().connect_host(),
+        user: &config.options().user,
+        access_key_id: key_id.as_deref(),
+        signing: config.signing_params(),
+        server_detail: detail.as_deref(),
+    }
+    .to_string();
+    Error::new(ErrorKind::AccessDenied, text).with_source(err)
 }

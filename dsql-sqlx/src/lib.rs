@@ -12,11 +12,11 @@ pub use connect::connect;
 pub use error::{Error, ErrorKind};
 #[doc(hidden)]
 pub use occ::private as __occ_private;
-pub use occ::{OccError, OccTarget, transaction_with_retry};
+pub use occ::{OccTarget, transaction_with_retry};
 pub use pool::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_SPREAD, DEFAULT_MAX_LIFETIME, Pool, past_lifetime,
-    pool_options,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, Pool, past_lifetime,
+    pool_options, pool_options_with,
 };
 
-pub use dsql_auth_core::{ConnectOptions, RetryPolicy, TokenProvider};
+pub use dsql_auth_core::{ConnectOptions, PoolPolicy, RetryPolicy, TokenProvider};
 pub use sqlx;

@@ -1,36 +1,19 @@
 //! Retrying whole transactions on DSQL's optimistic-concurrency conflicts (OC000, OC001).
 //!
-//! SEAM(core stage A): the retry loop moves onto the core's runner, and the exhausted message onto
-//! the core's diagnostics; the shape (an `AsyncFnMut` over sqlx's transaction, user error types)
-//! stays.
+//! The decisions (budgets, backoff, what counts as a conflict, the text when the budget is spent)
+//! are dsql-auth-core's ([`RetryState`], [`OccBody`], `classify`, `diagnostics`); this module only
+//! opens, commits and rolls back sqlx transactions around them.
 
-use std::time::Instant;
+use std::any::Any;
+use std::error::Error as StdError;
 
-use dsql_auth_core::RetryPolicy;
+use dsql_auth_core::retry::{RetryState, Stop};
+use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock, diagnostics};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::connect::class_of;
 use crate::error::{Error, ErrorKind};
 use crate::pool::Pool;
-
-/// Errors `transaction_with_retry` can look into for an OCC conflict: sqlx's, ours, and your own
-/// error type (return the sqlx error it wraps, if any).
-pub trait OccError {
-    /// The sqlx error this error carries, if any.
-    fn as_sqlx_error(&self) -> Option<&sqlx::Error>;
-}
-
-impl OccError for sqlx::Error {
-    fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
-        Some(self)
-    }
-}
-
-impl OccError for Error {
-    fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
-        self.as_sqlx()
-    }
-}
 
 /// Where the transactions of [`transaction_with_retry`] run: a [`Pool`] (each attempt on a
 /// connection from [`Pool::acquire`]) or one connection (`&mut PgConnection`; a
@@ -73,14 +56,15 @@ pub mod private {
 /// that committed.
 ///
 /// `body` is an async closure over sqlx's own [`Transaction`]; it may return your own error type
-/// `E` (it needs `From<sqlx::Error>`, `From<dsql_sqlx::Error>` and [`OccError`]), and runs once
-/// per attempt, so effects outside the transaction happen once per attempt. Any error other than
-/// an OCC conflict is returned at once; when conflicts outlast the policy an error of kind
-/// [`ErrorKind::OccConflict`] is returned (and logged at `WARN`).
-///
-/// To run it in a spawned task (which needs a `Send` future), write `async move |tx| ...` and
-/// capture owned values (copies, clones, `Arc`s): rustc cannot yet prove `Send` for an async
-/// closure that captures references (rust-lang/rust#110338), whatever they point to.
+/// `E` (it needs `From<sqlx::Error>`, `From<dsql_sqlx::Error>` and [`std::error::Error`]; a
+/// conflict is found by walking its `source()` chain to the `sqlx::Error`). `body` runs once per
+/// attempt, so effects outside the transaction happen once per attempt. Any error other than an
+/// OCC conflict is returned at once; when conflicts outlast the policy the last error is
+/// returned, logged at `WARN` (a `dsql_sqlx::Error` is rewrapped with kind
+/// [`ErrorKind::OccConflict`] and the core's text). The future is `Send` (usable in
+/// `tokio::spawn`); the closure's own future must be `Send` too, and may not borrow state the
+/// closure owns or mutates (the core's [`OccBody`] shape): share a counter as `&AtomicU32` and
+/// another session behind a lock, rather than `&mut` captures.
 ///
 /// ```no_run
 /// # async fn demo(pool: &dsql_sqlx::Pool) -> Result<(), dsql_sqlx::Error> {
@@ -98,80 +82,80 @@ pub async fn transaction_with_retry<'a, T, E, F>(
     mut body: F,
 ) -> Result<T, E>
 where
-    F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
-    E: From<sqlx::Error> + From<Error> + OccError,
+    F: for<'r, 't> OccBody<&'r mut Transaction<'t, Postgres>, T, E, Fut: Send> + Send,
+    T: Send,
+    E: From<sqlx::Error> + From<Error> + StdError + Send + 'static,
 {
     let mut target = target.into_target();
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
+    let mut state = RetryState::start(policy, &SystemClock);
     loop {
-        attempts += 1;
+        let attempt = state.next_attempt();
         let outcome = match &mut target {
             private::Target::Pool(pool) => match pool.acquire().await {
-                Ok(mut conn) => attempt(&mut conn, &mut body).await,
+                Ok(mut conn) => run_once(&mut conn, &mut body).await,
                 Err(e) => Err(E::from(e)),
             },
-            private::Target::Conn(conn) => attempt(conn, &mut body).await,
+            private::Target::Conn(conn) => run_once(conn, &mut body).await,
         };
-        let err = match outcome {
+        let error = match outcome {
             Ok(value) => {
-                if attempts > 1 {
-                    tracing::info!(target: "dsql_sqlx", occ_retries = attempts - 1, "transaction committed after OCC conflicts");
+                if attempt > 1 {
+                    tracing::info!(target: "dsql_sqlx", occ_retries = attempt - 1, "transaction committed after OCC conflicts");
                 }
                 return Ok(value);
             }
-            Err(err) => err,
+            Err(error) => error,
         };
-        let delay = retry_or_return(policy, err, attempts, started)?;
-        tokio::time::sleep(delay).await;
+        let class = occ_class(&error).filter(|c| c.is_occ_conflict());
+        match state.failed(class.is_some(), rand::random::<f64>()) {
+            Ok(delay) => {
+                tracing::debug!(
+                    target: "dsql_sqlx",
+                    occ_retry = attempt,
+                    reason = %class.unwrap_or(DsqlErrorClass::Other),
+                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "OCC conflict; retrying the transaction"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(stop) if !stop.exhausted => return Err(error),
+            Err(stop) => return Err(exhausted(error, class, stop)),
+        }
     }
 }
 
-async fn attempt<T, E, F>(conn: &mut PgConnection, body: &mut F) -> Result<T, E>
+async fn run_once<T, E, F>(conn: &mut PgConnection, body: &mut F) -> Result<T, E>
 where
-    F: AsyncFnMut(&mut Transaction<'_, Postgres>) -> Result<T, E>,
+    F: for<'r, 't> OccBody<&'r mut Transaction<'t, Postgres>, T, E, Fut: Send> + Send,
     E: From<sqlx::Error>,
 {
     let mut tx = conn.begin().await?;
-    // On error the transaction is dropped, which rolls it back before the connection is reused.
+    // On error the transaction is dropped here, which rolls it back before the connection is
+    // used again.
     let value = body(&mut tx).await?;
     tx.commit().await?;
     Ok(value)
 }
 
-/// `Ok(delay)`: an OCC conflict within the policy, retry after `delay`; `Err`: return this.
-fn retry_or_return<E>(
-    policy: &RetryPolicy,
-    err: E,
-    attempts: u32,
-    started: Instant,
-) -> Result<std::time::Duration, E>
-where
-    E: OccError + From<Error>,
-{
-    let Some(class) = err
-        .as_sqlx_error()
-        .and_then(class_of)
-        .filter(|c| c.is_occ_conflict())
-    else {
-        return Err(err);
-    };
-    if let Some(delay) = policy.next_delay(attempts, started.elapsed(), rand::random::<f64>()) {
-        tracing::debug!(target: "dsql_sqlx", occ_retry = attempts, reason = %class, "OCC conflict; retrying the transaction");
-        return Ok(delay);
+fn exhausted<E: 'static>(mut error: E, class: Option<DsqlErrorClass>, stop: Stop) -> E {
+    let reason = class.unwrap_or(DsqlErrorClass::Other);
+    let text = diagnostics::occ_exhausted(&reason, stop.attempts, stop.elapsed);
+    tracing::warn!(target: "dsql_sqlx", "{text}");
+    let any: &mut dyn Any = &mut error;
+    if let Some(ours) = any.downcast_mut::<Error>() {
+        let last = std::mem::replace(ours, Error::new(ErrorKind::OccConflict, ""));
+        *ours = Error::new(ErrorKind::OccConflict, text).with_source(last);
     }
-    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::warn!(target: "dsql_sqlx", attempts, elapsed_ms, reason = %class, "OCC conflicts outlasted the retry policy");
-    // SEAM(core stage A): the core's OCC-exhausted text.
-    let last = err
-        .as_sqlx_error()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    Err(E::from(Error::new(
-        ErrorKind::OccConflict,
-        format!(
-            "the transaction met OCC conflicts ({class}) in all {attempts} attempts over {elapsed_ms} ms: \
-             fewer concurrent writers to the same rows, or a retry policy with more attempts; last: {last}"
-        ),
-    )))
+    error
+}
+
+fn occ_class(err: &(dyn StdError + 'static)) -> Option<DsqlErrorClass> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(sqlx_err) = err.downcast_ref::<sqlx::Error>() {
+            return class_of(sqlx_err);
+        }
+        next = err.source();
+    }
+    None
 }

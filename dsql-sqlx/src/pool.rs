@@ -7,55 +7,77 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use dsql_auth_core::{AuthToken, DsqlErrorClass, RetryPolicy};
+use dsql_auth_core::{AuthToken, DsqlErrorClass, PoolPolicy, RetryPolicy, RetryState, SystemClock};
 use sqlx::Postgres;
 use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::Config;
-use crate::connect::{Retry, class_of, explain, refused_after_budget, retry_delay};
+use crate::connect::{class_of, explain, refused_after_budget};
 use crate::error::Error;
 
-// SEAM(core stage A): these four come from the core's pool policy (`limits`).
-/// Upper bound of a connection's life in the pool: DSQL closes connections at 60 minutes.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(55 * 60);
-/// Each connection is retired at a lifetime drawn in `[max × (1 − spread), max]`, so that
-/// connections opened together are not all replaced together.
-pub const DEFAULT_LIFETIME_SPREAD: f64 = 0.1;
-/// Idle connections are closed after this long.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub use dsql_auth_core::limits::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME,
+};
 
-/// sqlx's own [`PgPoolOptions`] with DSQL's defaults; change any of them with sqlx's setters.
+/// sqlx's own [`PgPoolOptions`] with DSQL's defaults (the core's [`PoolPolicy::default`]); change
+/// any of them with sqlx's setters.
 ///
 /// | setting | value | why |
 /// |---|---|---|
 /// | `max_lifetime` | 55 min ([`DEFAULT_MAX_LIFETIME`]) | DSQL closes connections at 60 min |
 /// | `before_acquire`, `after_release` | retire a connection past its own lifetime, drawn in 49.5–55 min | sqlx has one `max_lifetime` per pool; these hooks spread retirement per connection |
-/// | `idle_timeout` | 10 min | as the official DSQL connectors |
+/// | `idle_timeout` | 10 min ([`DEFAULT_IDLE_TIMEOUT`]) | as the official DSQL connectors |
 /// | `test_before_acquire` | true | a connection DSQL closed is replaced, not handed out |
 ///
 /// Setting your own `before_acquire` or `after_release` replaces ours (sqlx keeps one of each):
-/// call [`past_lifetime`] from yours to keep the spread.
+/// call [`past_lifetime`] from yours to keep the spread. Setting another `max_lifetime` with
+/// sqlx's setter keeps the spread of the default; [`pool_options_with`] spreads below yours.
 pub fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_lifetime(DEFAULT_MAX_LIFETIME)
-        .idle_timeout(DEFAULT_IDLE_TIMEOUT)
-        .test_before_acquire(true)
-        .before_acquire(|_, meta| Box::pin(async move { Ok(!past_lifetime(&meta)) }))
-        .after_release(|_, meta| Box::pin(async move { Ok(!past_lifetime(&meta)) }))
+    pool_options_with(PoolPolicy::default()).unwrap_or_else(|_| PgPoolOptions::new())
 }
 
-/// True when a pooled connection has outlived its own lifetime, drawn (per connection, from its
-/// creation time) in `[max × (1 − spread), max]` with [`DEFAULT_MAX_LIFETIME`] and
-/// [`DEFAULT_LIFETIME_SPREAD`]. For your own `before_acquire`/`after_release` hooks.
+/// [`pool_options`] for another pool policy (lifetime, jitter, idle timeout, validation).
+/// Fails when the policy is invalid (e.g. a jitter outside `[0, 1)`), with the fix.
+pub fn pool_options_with(policy: PoolPolicy) -> Result<PgPoolOptions, Error> {
+    policy.validate().map_err(Error::from_core)?;
+    let options = PgPoolOptions::new()
+        .max_lifetime(policy.max_lifetime)
+        .idle_timeout(policy.idle_timeout)
+        .test_before_acquire(policy.test_on_check_out);
+    if policy.max_lifetime.is_none() {
+        return Ok(options);
+    }
+    let policy = Arc::new(policy);
+    let on_release = policy.clone();
+    Ok(options
+        .before_acquire(move |_, meta| {
+            let keep = !past_lifetime_in(&policy, &meta);
+            Box::pin(async move { Ok(keep) })
+        })
+        .after_release(move |_, meta| {
+            let keep = !past_lifetime_in(&on_release, &meta);
+            Box::pin(async move { Ok(keep) })
+        }))
+}
+
+/// True when a pooled connection has outlived its own lifetime, drawn per connection by the
+/// core's default [`PoolPolicy`] (49.5–55 min). For your own `before_acquire`/`after_release`.
 pub fn past_lifetime(meta: &PoolConnectionMetadata) -> bool {
-    meta.age >= lifetime_of(meta.age, Instant::now())
+    past_lifetime_in(&PoolPolicy::default(), meta)
 }
 
-/// The lifetime of the connection whose age is `age` at `now`: a hash of its creation instant
-/// (quantised to 10 ms, so it is the same at every check, bar a rare boundary where it is another
-/// value of the same range) picks a point in the range.
-fn lifetime_of(age: Duration, now: Instant) -> Duration {
+fn past_lifetime_in(policy: &PoolPolicy, meta: &PoolConnectionMetadata) -> bool {
+    policy
+        .draw_lifetime(creation_random(meta.age, Instant::now()))
+        .is_some_and(|lifetime| meta.age >= lifetime)
+}
+
+/// A number in `[0, 1)` fixed for the connection whose age is `age` at `now`: a hash of its
+/// creation instant, quantised to 10 ms so it is the same at every check (bar a rare boundary,
+/// where it is another draw from the same range). sqlx gives a hook no place to keep a
+/// per-connection value, so the draw is recomputed from what the hook does get.
+fn creation_random(age: Duration, now: Instant) -> f64 {
     static BASE: OnceLock<Instant> = OnceLock::new();
     static SEED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
     let base = *BASE.get_or_init(Instant::now);
@@ -63,12 +85,9 @@ fn lifetime_of(age: Duration, now: Instant) -> Duration {
     let since_base = now.saturating_duration_since(base).as_nanos() as i128
         - base.saturating_duration_since(now).as_nanos() as i128;
     let created = since_base - age.as_nanos() as i128;
-    let tick = created.div_euclid(10_000_000);
     let mut h = SEED.get_or_init(Default::default).build_hasher();
-    h.write_i128(tick);
-    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
-    let max = DEFAULT_MAX_LIFETIME.as_secs_f64();
-    Duration::from_secs_f64(max * (1.0 - DEFAULT_LIFETIME_SPREAD * unit))
+    h.write_i128(created.div_euclid(10_000_000));
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// A DSQL connection pool: sqlx's own [`PgPool`] (it derefs to it; pass `&*pool` or
@@ -191,25 +210,28 @@ impl Pool {
             ),
             ..self.shared.config.connect_retry().clone()
         };
-        let started = Instant::now();
-        let mut attempts = 0;
+        let mut state = RetryState::start(&policy, &SystemClock);
         loop {
-            attempts += 1;
+            state.next_attempt();
             let err = match self.shared.pg.acquire().await {
                 Ok(conn) => return Ok(conn),
                 Err(err) => err,
             };
-            match retry_delay(&policy, &err, attempts, started.elapsed()) {
-                Retry::After(delay) => tokio::time::sleep(delay).await,
-                Retry::GiveUp => {
+            let retryable = class_of(&err).is_some_and(|c| c.is_retryable_connect());
+            match state.failed(retryable, rand::random::<f64>()) {
+                Ok(delay) => {
+                    tracing::debug!(target: "dsql_sqlx", attempt = state.attempts(), "DSQL refused a new pool connection (rate or connection limit); retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(stop) if stop.exhausted => {
                     return Err(refused_after_budget(
                         &self.shared.config,
                         err,
-                        attempts,
-                        started,
+                        stop.attempts,
+                        stop.elapsed,
                     ));
                 }
-                Retry::No => {
+                Err(_) => {
                     // A token the provider could not replace explains access denied better.
                     if let Some(refresh) = refresh_failure
                         && class_of(&err) == Some(DsqlErrorClass::AccessDenied)
@@ -250,14 +272,22 @@ impl Shared {
         }
     }
 
-    /// How long the refresher sleeps before asking the provider again.
-    ///
-    /// SEAM(core stage A): with the token's refresh time from the provider, sleep until it
-    /// (capped at [`MAX_SLEEP`]); until then the provider's cache is polled, which is a read lock
-    /// and a hash lookup, at a twentieth of the token's life.
+    /// How long the refresher sleeps before asking the provider again: until the provider's own
+    /// refresh time for the token (80% of its life, earlier when the credentials run out), but
+    /// never more than [`MAX_SLEEP`].
     fn next_check(&self) -> Duration {
-        let life = self.config.signing_params().expires_in();
-        (life / 20).clamp(Duration::from_millis(50), MAX_SLEEP)
+        let schedule = self
+            .config
+            .token_provider_now()
+            .and_then(|p| p.token_schedule(self.config.signing_params()));
+        match schedule {
+            Some(s) => s
+                .refresh_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(10), MAX_SLEEP),
+            None => MAX_SLEEP,
+        }
     }
 }
 
@@ -315,22 +345,35 @@ mod tests {
 
     #[test]
     fn lifetimes_are_spread_in_range_and_stable() {
+        let policy = PoolPolicy::default();
         let now = Instant::now() + Duration::from_secs(3600);
-        let lo = DEFAULT_MAX_LIFETIME.mul_f64(1.0 - DEFAULT_LIFETIME_SPREAD);
+        let max = DEFAULT_MAX_LIFETIME;
+        let lo = max.mul_f64(1.0 - DEFAULT_LIFETIME_JITTER);
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..200u64 {
-            let age = Duration::from_millis(i * 37);
-            let l = lifetime_of(age, now);
-            assert!(l >= lo && l <= DEFAULT_MAX_LIFETIME, "{l:?}");
-            // The same connection, checked 1 s later, draws the same lifetime (away from a
-            // 10 ms boundary, which the +5 ms offset below avoids).
-            let age5 = age + Duration::from_millis(5);
+            // +5 ms keeps the creation instants away from a 10 ms boundary.
+            let age = Duration::from_millis(i * 37 + 5);
+            let l = policy.draw_lifetime(creation_random(age, now)).unwrap();
+            assert!(l >= lo && l <= max, "{l:?}");
+            // The same connection, checked 1 s later, draws the same lifetime.
             assert_eq!(
-                lifetime_of(age5 + Duration::from_secs(1), now + Duration::from_secs(1)),
-                lifetime_of(age5, now)
+                creation_random(age + Duration::from_secs(1), now + Duration::from_secs(1)),
+                creation_random(age, now)
             );
             seen.insert(l.as_secs());
         }
         assert!(seen.len() > 50, "lifetimes are not spread: {seen:?}");
+    }
+
+    #[test]
+    fn an_invalid_policy_is_refused() {
+        let policy = PoolPolicy {
+            lifetime_jitter: 1.5,
+            ..PoolPolicy::default()
+        };
+        assert_eq!(
+            pool_options_with(policy).unwrap_err().kind(),
+            crate::ErrorKind::Config
+        );
     }
 }

@@ -9,7 +9,6 @@
 //! Every test logs at TRACE (all targets, sqlx included) into one buffer, and checks at its end
 //! that no token, secret key or session token is in it.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -17,18 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, future};
 use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
-use dsql_sqlx::{Config, ErrorKind, Pool, RetryPolicy, TokenProvider, pool_options};
+use dsql_sqlx::{
+    Config, ConnectOptions, ErrorKind, Pool, RetryPolicy, TokenProvider, pool_options,
+};
 use sqlx::Connection as _;
 
-/// Hang guard only: generous, never a timing assertion.
-const GUARD: Duration = Duration::from_secs(180);
-
-async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(GUARD, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} hung for {GUARD:?}"),
-    }
-}
+use dsql_local::testing::{connect_options_by_name, guarded, token_provider};
 
 // ---- log capture ------------------------------------------------------------------------
 
@@ -86,37 +79,30 @@ fn assert_no_secrets_logged(local: &LocalDsql) {
 
 async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
     logs();
-    match builder.start().await {
-        Ok(local) => local,
-        // The harness's message names the install command (`apt-get install postgresql`).
-        Err(e) => panic!("dsql-local could not start: {e}"),
-    }
+    dsql_local::testing::start(builder).await
 }
 
-/// PrivateLink without DNS: dial `localhost`, sign for the cluster, send `amzn-cluster-id`.
-/// SEAM(core stage A): `dsql_local::testing` will provide this.
-fn url(local: &LocalDsql, extra: &str) -> String {
-    format!(
-        "postgres://admin@localhost:{}/postgres?cluster_id={}&region={}&sslmode=verify-full&sslrootcert={}{extra}",
-        local.port(),
-        local.cluster_id(),
-        local.region(),
-        local.ca_path().display()
-    )
+/// PrivateLink without DNS: dial `localhost`, sign for the cluster, send `amzn-cluster-id`
+/// (the shared harness's options), edited by `edit`.
+fn config(local: &LocalDsql, edit: impl FnOnce(&mut ConnectOptions)) -> Config {
+    let mut options = connect_options_by_name(local);
+    edit(&mut options);
+    Config::new(options)
+        .unwrap_or_else(|e| panic!("config: {e}"))
+        .with_token_provider(token_provider(local))
 }
 
-fn config(local: &LocalDsql, extra: &str) -> Config {
-    let config: Config = Config::new(url(local, extra).parse().expect("connection string"))
-        .unwrap_or_else(|e| panic!("config: {e}"));
-    config.with_token_provider(TokenProvider::new(local.credentials()))
+fn two_second_tokens(o: &mut ConnectOptions) {
+    o.token_duration = Duration::from_secs(2);
 }
 
-/// Short tokens with a margin that leaves TCP + TLS + startup a whole second and more
-/// (issue 15: the default min(30 s, life/4) leaves 0.5 s of a 2 s token).
+/// 2 s tokens with a 1 s margin: every token handed out has at least 1 s left (its expiry is
+/// the signing second + 2 s), which TCP + TLS + startup to a local gateway never need (issue 15:
+/// the default min(30 s, life/4) would leave a connection 0.5 s).
 fn short_token_provider(creds: impl ProvideCredentials + 'static) -> TokenProvider {
     TokenProvider::builder()
         .credentials(creds)
-        .min_remaining(Duration::from_millis(1500))
+        .min_remaining(Duration::from_secs(1))
         .build()
         .unwrap()
 }
@@ -134,7 +120,7 @@ async fn select_one(pool: &Pool) -> Result<i32, String> {
 async fn connect_privatelink_style_keeps_application_name_and_maps_options() {
     let local = start(LocalDsql::builder()).await;
     guarded("connect", async {
-        let mut conn = dsql_sqlx::connect(&config(&local, "")).await.unwrap();
+        let mut conn = dsql_sqlx::connect(&config(&local, |_| ())).await.unwrap();
         let one: i32 = sqlx::query_scalar("SELECT 1")
             .fetch_one(&mut conn)
             .await
@@ -148,10 +134,10 @@ async fn connect_privatelink_style_keeps_application_name_and_maps_options() {
         conn.close().await.unwrap();
 
         // The user's application_name and options are kept (amzn-cluster-id is added after).
-        let mut conn = dsql_sqlx::connect(&config(
-            &local,
-            "&application_name=billing&options=-c%20statement_timeout%3D12345",
-        ))
+        let mut conn = dsql_sqlx::connect(&config(&local, |o| {
+            o.application_name = Some("billing".into());
+            o.options = Some("-c statement_timeout=12345".into());
+        }))
         .await
         .unwrap();
         let (app, timeout): (String, String) = sqlx::query_as(
@@ -165,15 +151,7 @@ async fn connect_privatelink_style_keeps_application_name_and_maps_options() {
         conn.close().await.unwrap();
 
         // Without the certificate's CA, verify-full fails as a TLS error, at once.
-        let no_ca = format!(
-            "postgres://admin@localhost:{}/postgres?cluster_id={}&region={}",
-            local.port(),
-            local.cluster_id(),
-            local.region()
-        );
-        let config = Config::new(no_ca.parse().unwrap())
-            .unwrap()
-            .with_token_provider(TokenProvider::new(local.credentials()));
+        let config = config(&local, |o| o.sslrootcert = None);
         let err = dsql_sqlx::connect(&config).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Tls, "{err}");
     })
@@ -185,7 +163,7 @@ async fn connect_privatelink_style_keeps_application_name_and_maps_options() {
 async fn pool_churn_with_2s_tokens_and_3s_connection_age_fails_no_query() {
     let local = start(LocalDsql::builder().max_connection_age(Duration::from_secs(3))).await;
     let provider = short_token_provider(local.credentials());
-    let config = config(&local, "&token_duration_secs=2").with_token_provider(provider.clone());
+    let config = config(&local, two_second_tokens).with_token_provider(provider.clone());
     assert_eq!(config.signing_params().expires_in(), Duration::from_secs(2));
     guarded("churn", async {
         // sqlx retires connections at 2 s (before the gateway's 3 s); tokens live 2 s.
@@ -254,9 +232,10 @@ async fn pool_churn_with_2s_tokens_and_3s_connection_age_fails_no_query() {
     assert_no_secrets_logged(&local);
 }
 
-/// Credentials that expire 1.2 s after they are issued and whose source fails on its 2nd and 3rd
-/// call: with 2 s tokens and a 1 s margin the token provider must resolve them again at each
-/// refresh, so two refreshes in a row fail.
+/// Credentials that expire 1.5 s after they are issued and whose source fails on its 2nd and 3rd
+/// call. With 3 s tokens (their expiry, truncated to the signing second, is at least 2 s away, so
+/// after the credentials' own) and a 1 s margin, the provider must resolve the credentials again
+/// at every refresh (0.5 s after signing, when they have 1 s left), so two refreshes in a row fail.
 #[derive(Debug)]
 struct FlakyCredentials {
     creds: Credentials,
@@ -269,6 +248,7 @@ impl ProvideCredentials for FlakyCredentials {
         Self: 'a,
     {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tracing::info!(call = n, "test credentials source called");
         if n == 2 || n == 3 {
             return future::ProvideCredentials::ready(Err(
                 aws_credential_types::provider::error::CredentialsError::provider_error(format!(
@@ -281,7 +261,7 @@ impl ProvideCredentials for FlakyCredentials {
             c.access_key_id(),
             c.secret_access_key(),
             c.session_token().map(str::to_owned),
-            Some(SystemTime::now() + Duration::from_millis(1200)),
+            Some(SystemTime::now() + Duration::from_millis(1500)),
             "flaky",
         )))
     }
@@ -299,7 +279,8 @@ async fn two_failed_refreshes_in_a_row_fail_no_connect_and_are_logged() {
         .min_remaining(Duration::from_secs(1))
         .build()
         .unwrap();
-    let config = config(&local, "&token_duration_secs=2").with_token_provider(provider);
+    let config =
+        config(&local, |o| o.token_duration = Duration::from_secs(3)).with_token_provider(provider);
     guarded("flaky credentials", async {
         // Every connection lives 100 ms, so new connections open all the time.
         let pool = Pool::connect_with(
@@ -346,7 +327,7 @@ async fn wrong_secret_is_reported_at_once_naming_the_key_id() {
     let local = start(LocalDsql::builder()).await;
     let good = local.credentials();
     let bad = Credentials::new(good.access_key_id(), "not-the-secret", None, None, "test");
-    let config = config(&local, "").with_token_provider(TokenProvider::new(bad));
+    let config = config(&local, |_| ()).with_token_provider(TokenProvider::new(bad));
     guarded("wrong secret", async {
         let started = Instant::now();
         let err = dsql_sqlx::connect(&config).await.unwrap_err();
@@ -386,7 +367,7 @@ async fn wrong_secret_is_reported_at_once_naming_the_key_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn occ_helper_counts_exactly_under_contention() {
     let local = start(LocalDsql::builder()).await;
-    let pool = guarded("pool", Pool::connect(config(&local, "")))
+    let pool = guarded("pool", Pool::connect(config(&local, |_| ())))
         .await
         .unwrap();
     guarded("occ", async {
@@ -454,19 +435,26 @@ async fn occ_helper_retries_a_certain_conflict_with_a_user_error_type() {
             AppError::Db(e)
         }
     }
-    impl dsql_sqlx::OccError for AppError {
-        fn as_sqlx_error(&self) -> Option<&sqlx::Error> {
+    impl std::fmt::Display for AppError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             match self {
-                AppError::Db(e) => e.as_sqlx(),
+                AppError::Db(e) => write!(f, "database: {e}"),
+            }
+        }
+    }
+    impl std::error::Error for AppError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            match self {
+                AppError::Db(e) => Some(e),
             }
         }
     }
 
     let local = start(LocalDsql::builder()).await;
-    let config = config(&local, "");
+    let config = config(&local, |_| ());
     guarded("certain conflict", async {
         let mut conn = dsql_sqlx::connect(&config).await.unwrap();
-        let mut other = dsql_sqlx::connect(&config).await.unwrap();
+        let other = dsql_sqlx::connect(&config).await.unwrap();
         sqlx::query("CREATE TABLE acct (id int PRIMARY KEY, bal bigint NOT NULL)")
             .execute(&mut conn)
             .await
@@ -475,16 +463,19 @@ async fn occ_helper_retries_a_certain_conflict_with_a_user_error_type() {
             .execute(&mut conn)
             .await
             .unwrap();
-        let mut attempts = 0;
+        // The body may only share state by reference (its future must not borrow from the
+        // closure itself): a counter and the other session behind a lock.
+        let attempts = AtomicU32::new(0);
+        let other = tokio::sync::Mutex::new(other);
         let bal: i64 =
             dsql_sqlx::transaction_with_retry(&mut conn, &RetryPolicy::occ(), async |tx| {
-                attempts += 1;
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
                 let bal: i64 = sqlx::query_scalar("SELECT bal FROM acct WHERE id = 1")
                     .fetch_one(&mut **tx)
                     .await?;
-                if attempts == 1 {
+                if attempt == 1 {
                     sqlx::query("UPDATE acct SET bal = bal + 1000 WHERE id = 1")
-                        .execute(&mut other)
+                        .execute(&mut *other.lock().await)
                         .await?;
                 }
                 sqlx::query("UPDATE acct SET bal = $1 WHERE id = 1")
@@ -495,10 +486,10 @@ async fn occ_helper_retries_a_certain_conflict_with_a_user_error_type() {
             })
             .await
             .unwrap();
-        assert_eq!(attempts, 2);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
         assert_eq!(bal, 1090);
         let stored: i64 = sqlx::query_scalar("SELECT bal FROM acct WHERE id = 1")
-            .fetch_one(&mut other)
+            .fetch_one(&mut *other.lock().await)
             .await
             .unwrap();
         assert_eq!(stored, 1090);
@@ -515,7 +506,7 @@ async fn occ_helper_retries_a_certain_conflict_with_a_user_error_type() {
                     .fetch_one(&mut **tx)
                     .await?;
                 sqlx::query("UPDATE acct SET bal = bal + 1 WHERE id = 1")
-                    .execute(&mut other)
+                    .execute(&mut *other.lock().await)
                     .await?;
                 sqlx::query("UPDATE acct SET bal = bal - 1 WHERE id = 1")
                     .execute(&mut **tx)
@@ -535,7 +526,7 @@ async fn occ_helper_retries_a_certain_conflict_with_a_user_error_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limited_burst_of_40_acquires_all_succeed() {
     let local = start(LocalDsql::builder().rate_limit(5, 1)).await;
-    let config = config(&local, "");
+    let config = config(&local, |_| ());
     guarded("rate limit", async {
         let pool = Pool::connect_with(config, pool_options().max_connections(40))
             .await
@@ -572,7 +563,7 @@ async fn rate_limited_burst_of_40_acquires_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_stay_out_of_our_debug_and_sqlx_connect_options_is_the_one_place() {
     let local = start(LocalDsql::builder()).await;
-    let config = config(&local, "");
+    let config = config(&local, |_| ());
     let pool = guarded("pool", Pool::connect(config.clone()))
         .await
         .unwrap();
@@ -608,7 +599,7 @@ async fn acquire_after_a_wall_clock_jump_uses_a_fresh_token() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let config = config(&local, "").with_token_provider(provider.clone());
+    let config = config(&local, |_| ()).with_token_provider(provider.clone());
     guarded("clock jump", async {
         let pool = Pool::connect_lazy_with(config, pool_options())
             .await
@@ -640,12 +631,12 @@ async fn refresher_stops_when_the_pool_closes_or_is_dropped() {
     let local = start(LocalDsql::builder()).await;
     for close in [true, false] {
         let provider = short_token_provider(local.credentials());
-        let config = config(&local, "&token_duration_secs=2").with_token_provider(provider.clone());
+        let config = config(&local, two_second_tokens).with_token_provider(provider.clone());
         guarded("refresher", async {
             let pool = Pool::connect_lazy_with(config, pool_options())
                 .await
                 .unwrap();
-            // Tokens are due every 0.5 s (2 s life, 1.5 s margin): wait for a few refreshes.
+            // Tokens are due every second (2 s life, 1 s margin): wait for a few refreshes.
             let deadline = Instant::now() + Duration::from_secs(60);
             while provider.stats().signings < 4 {
                 assert!(Instant::now() < deadline, "the refresher never refreshed");
@@ -658,8 +649,8 @@ async fn refresher_stops_when_the_pool_closes_or_is_dropped() {
                 drop(pool);
             }
             let after = provider.stats().signings;
-            // Four refresh periods: a running refresher would have signed again.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // Three refresh periods: a running refresher would have signed again.
+            tokio::time::sleep(Duration::from_secs(3)).await;
             assert!(
                 provider.stats().signings <= after + 1,
                 "the refresher kept signing after the pool was {}",

@@ -11,7 +11,6 @@
 //! Credentials come from the AWS default chain (environment, profile, SSO, instance role).
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dsql_sqlx::{Config, ConnectOptions, Pool, RetryPolicy, pool_options, transaction_with_retry};
@@ -138,15 +137,13 @@ async fn run() -> Result<(), BoxError> {
 
 /// `count` transfers of 1 between neighbouring accounts; returns the attempts they took.
 async fn transfers(pool: &Pool, worker: u64, count: u64) -> Result<u64, BoxError> {
-    let attempts = Arc::new(AtomicU64::new(0));
+    let attempts = AtomicU64::new(0);
     for i in 0..count {
         let from = ((worker + i) % ACCOUNTS as u64) as i64;
         let to = (from + 1) % ACCOUNTS;
-        // `async move` with owned captures: a closure that borrows from its surroundings makes
-        // the future non-`Send` (a rustc limitation), and this one runs in a spawned task.
-        let tries = attempts.clone();
-        transaction_with_retry(pool, &RetryPolicy::occ(), async move |tx| {
-            tries.fetch_add(1, Ordering::Relaxed);
+        // The body runs once per attempt; it may share state by reference (the counter).
+        transaction_with_retry(pool, &RetryPolicy::occ(), async |tx| {
+            attempts.fetch_add(1, Ordering::Relaxed);
             sqlx::query("UPDATE sqlx_accounts SET balance = balance - 1 WHERE id = $1")
                 .bind(from)
                 .execute(&mut **tx)
