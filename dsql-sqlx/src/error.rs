@@ -84,6 +84,23 @@ impl Error {
         self.kind
     }
 
+    /// What this error means for a pool (the core's classification): whether retrying could
+    /// help ([`ConnectFailure::is_fatal`](dsql_auth_core::limits::ConnectFailure::is_fatal)).
+    /// Meaningful for errors from [`connect`](crate::connect) and [`Pool::acquire`](crate::Pool::acquire).
+    pub fn connect_failure(&self) -> dsql_auth_core::limits::ConnectFailure {
+        use dsql_auth_core::limits::ConnectFailure as F;
+        match self.kind {
+            ErrorKind::Config | ErrorKind::PoolClosed => F::Config,
+            ErrorKind::Credentials => F::Credentials,
+            ErrorKind::AccessDenied => F::AccessDenied,
+            ErrorKind::Refused => F::Refused,
+            ErrorKind::Tls => F::Tls,
+            ErrorKind::Connect => F::Network,
+            ErrorKind::Timeout => F::Timeout,
+            ErrorKind::Db | ErrorKind::OccConflict => F::Rejected,
+        }
+    }
+
     /// The sqlx error underneath, if this came from sqlx (a server error, I/O, TLS, pool).
     pub fn as_sqlx(&self) -> Option<&sqlx::Error> {
         self.source.as_deref()?.downcast_ref::<sqlx::Error>()

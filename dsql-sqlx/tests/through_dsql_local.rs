@@ -337,6 +337,7 @@ async fn wrong_secret_is_reported_at_once_naming_the_key_id() {
             started.elapsed()
         );
         assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+        assert!(err.connect_failure().is_fatal());
         let text = err.to_string();
         assert!(text.contains(good.access_key_id()), "{text}");
         assert!(
