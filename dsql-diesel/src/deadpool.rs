@@ -1,0 +1,243 @@
+//! A [deadpool](https://docs.rs/deadpool) pool of DSQL connections, on diesel-async's own
+//! deadpool types.
+//!
+//! [`Pool`] derefs to diesel-async's `deadpool::Pool<AsyncPgConnection>` and [`Pool::get`]
+//! returns diesel-async's [`Object`], which derefs to [`AsyncPgConnection`]. deadpool has no
+//! connection lifetime and no idle timeout of its own: the pool checks both when it hands a
+//! connection out (each connection's jittered lifetime, and the time since it was last checked
+//! out), then validates it with an empty query. deadpool opens connections in the caller's
+//! `get`, so connect failures reach the caller at once; [`Pool::get`] returns them with their
+//! [`ErrorKind`](crate::ErrorKind) instead of diesel's string.
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use ::deadpool::Runtime;
+use ::deadpool::managed::{Hook, HookError, PoolError as DeadpoolError, TimeoutType};
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::PoolError;
+use dsql_tokio_postgres::Config;
+
+use crate::error::{Error, ErrorKind};
+use crate::policy::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, Lifetimes, check_timeouts,
+};
+use crate::pooled::{Failures, Manager, manager, pool_connect_error};
+
+/// diesel-async's deadpool pool type, which [`Pool`] derefs to.
+pub type DeadpoolPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
+/// A connection checked out of a [`Pool`]: diesel-async's own type; derefs to
+/// [`AsyncPgConnection`]. Returned to the pool when dropped.
+pub type Object = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
+
+/// A deadpool pool of DSQL connections. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct Pool {
+    inner: DeadpoolPool,
+    failures: Failures,
+    wait_timeout: Duration,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("status", &self.inner.status())
+            .field("wait_timeout", &self.wait_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deref for Pool {
+    type Target = DeadpoolPool;
+
+    fn deref(&self) -> &DeadpoolPool {
+        &self.inner
+    }
+}
+
+impl Pool {
+    /// A pool for `config` with DSQL's defaults (see [`PoolBuilder`]). Opens no connection yet.
+    pub fn new(config: Config) -> Result<Pool, Error> {
+        PoolBuilder::new().build(config)
+    }
+
+    /// A builder with DSQL's defaults.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// Checks a connection out: an idle one (discarded if past its lifetime or idle timeout,
+    /// else validated with an empty query), or a new one. Errors: [`ErrorKind::Connect`] when
+    /// opening a connection failed, [`ErrorKind::PoolTimeout`] when no slot freed up within the
+    /// wait timeout.
+    pub async fn get(&self) -> Result<Object, Error> {
+        let seen = self.failures.subscribe().borrow().seq;
+        self.inner.get().await.map_err(|err| match err {
+            DeadpoolError::Backend(PoolError::ConnectionError(err)) => {
+                pool_connect_error(&self.failures, seen, err)
+            }
+            DeadpoolError::Backend(PoolError::QueryError(err)) => Error::pool(
+                ErrorKind::Pool,
+                format!("a new pooled DSQL connection failed its first query: {err}"),
+                Some(Box::new(err)),
+            ),
+            DeadpoolError::Timeout(TimeoutType::Wait) => Error::timed_out(self.wait_timeout, None),
+            DeadpoolError::Timeout(_) => Error::pool(
+                ErrorKind::PoolTimeout,
+                "opening or checking a pooled DSQL connection exceeded deadpool's create or recycle \
+                 timeout: raise it, or check the network path (connect_timeout bounds one attempt)",
+                None,
+            ),
+            DeadpoolError::Closed => Error::pool(
+                ErrorKind::PoolClosed,
+                "the pool is closed: build a new one",
+                None,
+            ),
+            other => Error::pool(ErrorKind::Pool, other.to_string(), Some(Box::new(other))),
+        })
+    }
+
+    /// diesel-async's deadpool pool, by value.
+    pub fn into_inner(self) -> DeadpoolPool {
+        self.inner
+    }
+}
+
+/// Builds a [`Pool`] with DSQL's defaults:
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | `max_lifetime` | 55 min | DSQL closes connections at 60 min |
+/// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so they are not replaced all at once |
+/// | `idle_timeout` | 10 min | as the official DSQL connectors (checked at checkout: deadpool has no reaper) |
+/// | `max_size` | 10 | |
+/// | `wait_timeout` | 30 s | time to wait for a free slot |
+///
+/// Any other deadpool setting (queue mode, create and recycle timeouts, more hooks) goes through
+/// [`PoolBuilder::configure`].
+#[must_use]
+pub struct PoolBuilder {
+    max_size: usize,
+    max_lifetime: Option<Duration>,
+    lifetime_jitter: f64,
+    idle_timeout: Option<Duration>,
+    wait_timeout: Duration,
+    configure: Option<Box<dyn FnOnce(DeadpoolBuilder) -> DeadpoolBuilder + Send>>,
+}
+
+/// deadpool's builder for diesel-async's manager.
+pub type DeadpoolBuilder = ::deadpool::managed::PoolBuilder<Manager>;
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("max_size", &self.max_size)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("lifetime_jitter", &self.lifetime_jitter)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PoolBuilder {
+    /// DSQL's defaults (see the table above).
+    pub fn new() -> Self {
+        Self {
+            max_size: DEFAULT_MAX_SIZE as usize,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            wait_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            configure: None,
+        }
+    }
+
+    /// Maximum number of connections (at least 1).
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
+    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
+        self.max_lifetime = max_lifetime.into();
+        self
+    }
+
+    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
+    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
+        self.lifetime_jitter = jitter;
+        self
+    }
+
+    /// Discard, at checkout, connections not checked out for this long; `None` to keep them.
+    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
+        self.idle_timeout = idle_timeout.into();
+        self
+    }
+
+    /// How long [`Pool::get`] waits for a free slot.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
+        self
+    }
+
+    /// Adjusts deadpool's builder after the settings above are applied.
+    pub fn configure(
+        mut self,
+        f: impl FnOnce(DeadpoolBuilder) -> DeadpoolBuilder + Send + 'static,
+    ) -> Self {
+        self.configure = Some(Box::new(f));
+        self
+    }
+
+    /// Builds the pool (opening no connection). Needs a tokio runtime when used.
+    pub fn build(self, config: Config) -> Result<Pool, Error> {
+        if self.max_size == 0 {
+            return Err(Error::config("max_size must be at least 1"));
+        }
+        check_timeouts(self.idle_timeout, self.wait_timeout, "wait_timeout")?;
+        let lifetimes = Lifetimes::new(self.max_lifetime, self.lifetime_jitter)?;
+        let (manager, failures) = manager(config, lifetimes);
+        let mut builder = DeadpoolPool::builder(manager)
+            .max_size(self.max_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.wait_timeout));
+        if let Some(idle) = self.idle_timeout {
+            // Runs before diesel-async's recycle (lifetime check and empty query).
+            builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
+                if metrics.last_used() >= idle {
+                    Err(HookError::message(
+                        "the pooled DSQL connection was idle longer than idle_timeout and was closed",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }));
+        }
+        if let Some(configure) = self.configure {
+            builder = configure(builder);
+        }
+        let inner = builder.build().map_err(|err| {
+            Error::pool(
+                ErrorKind::Config,
+                format!("deadpool rejected the pool settings: {err}"),
+                Some(Box::new(err)),
+            )
+        })?;
+        Ok(Pool {
+            inner,
+            failures,
+            wait_timeout: self.wait_timeout,
+        })
+    }
+}

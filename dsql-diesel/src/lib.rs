@@ -1,0 +1,27 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod connect;
+mod error;
+mod occ;
+mod policy;
+mod pooled;
+
+#[cfg(feature = "bb8")]
+pub mod bb8;
+#[cfg(feature = "deadpool")]
+pub mod deadpool;
+
+pub use connect::connect;
+pub use error::{Error, ErrorKind};
+pub use occ::{OccBody, transaction_with_retry};
+pub use policy::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE,
+};
+pub use pooled::connection_expires_at;
+
+/// The configuration type and the core types a user needs, re-exported so one dependency suffices.
+pub use dsql_tokio_postgres::{Config, RetryPolicy, TokenProvider};
+/// diesel, diesel-async and dsql-tokio-postgres, re-exported so the versions match.
+pub use {diesel, diesel_async, dsql_tokio_postgres};
