@@ -28,6 +28,9 @@ pub type Bb8Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>
 pub type PooledConnection<'a> =
     diesel_async::pooled_connection::bb8::PooledConnection<'a, AsyncPgConnection>;
 
+/// bb8's builder for diesel-async's manager, as [`PoolBuilder::configure`] gets it.
+pub type Bb8Builder = ::bb8::Builder<Manager>;
+
 /// A bb8 pool of DSQL connections. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct Pool {
@@ -133,7 +136,7 @@ pub struct PoolBuilder {
     idle_timeout: Option<Duration>,
     connection_timeout: Duration,
     test_on_check_out: bool,
-    configure: Option<Box<dyn FnOnce(::bb8::Builder<Manager>) -> ::bb8::Builder<Manager> + Send>>,
+    configure: Option<Box<dyn FnOnce(Bb8Builder) -> Bb8Builder + Send>>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -208,10 +211,7 @@ impl PoolBuilder {
 
     /// Adjusts bb8's builder after the settings above are applied: for `min_idle`, an error
     /// sink, the queue strategy, the reaper rate or a connection customizer.
-    pub fn configure(
-        mut self,
-        f: impl FnOnce(::bb8::Builder<Manager>) -> ::bb8::Builder<Manager> + Send + 'static,
-    ) -> Self {
+    pub fn configure(mut self, f: impl FnOnce(Bb8Builder) -> Bb8Builder + Send + 'static) -> Self {
         self.configure = Some(Box::new(f));
         self
     }
@@ -247,10 +247,7 @@ impl PoolBuilder {
         })
     }
 
-    fn prepare(
-        self,
-        config: Config,
-    ) -> Result<(::bb8::Builder<Manager>, Manager, Failures, Duration), Error> {
+    fn prepare(self, config: Config) -> Result<(Bb8Builder, Manager, Failures, Duration), Error> {
         if self.max_size == 0 {
             return Err(Error::config("max_size must be at least 1"));
         }

@@ -38,6 +38,8 @@ pub struct Error {
     source: Option<Source>,
 }
 
+// Without a pool feature the pool errors are never built.
+#[cfg_attr(not(any(feature = "bb8", feature = "deadpool")), allow(dead_code))]
 #[derive(Debug)]
 enum Source {
     /// A connect failure: its message is this error's message (or part of it).
@@ -65,6 +67,7 @@ impl StdError for Error {
     }
 }
 
+#[cfg_attr(not(any(feature = "bb8", feature = "deadpool")), allow(dead_code))]
 impl Error {
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {

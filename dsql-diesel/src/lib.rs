@@ -5,6 +5,7 @@ mod connect;
 mod error;
 mod occ;
 mod policy;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 mod pooled;
 
 #[cfg(feature = "bb8")]
@@ -19,7 +20,8 @@ pub use policy::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE,
 };
-pub use pooled::connection_expires_at;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+pub use pooled::{Manager, connection_expires_at};
 
 /// The configuration type and the core types a user needs, re-exported so one dependency suffices.
 pub use dsql_tokio_postgres::{Config, RetryPolicy, TokenProvider};

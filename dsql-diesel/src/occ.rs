@@ -41,7 +41,7 @@ pub async fn transaction_with_retry<C, T, E, F>(
 ) -> Result<T, E>
 where
     C: AsyncConnection,
-    F: for<'r> OccBody<'r, C, T, E, Fut: Send> + Send,
+    F: for<'r> OccBody<&'r mut C, T, E, Fut: Send> + Send,
     T: Send,
     E: From<diesel::result::Error> + fmt::Display + Send,
 {
@@ -95,7 +95,7 @@ where
 async fn run_once<C, T, E, F>(conn: &mut C, body: &mut F) -> Result<T, E>
 where
     C: AsyncConnection,
-    F: for<'r> OccBody<'r, C, T, E, Fut: Send> + Send,
+    F: for<'r> OccBody<&'r mut C, T, E, Fut: Send> + Send,
     T: Send,
     E: From<diesel::result::Error> + Send,
 {
@@ -123,16 +123,16 @@ where
 /// through `FnOnce`, makes it `Send`. The price: the closure's future may not borrow state the
 /// closure owns or borrows mutably (`count += 1` on a captured local); use an atomic or `Cell`
 /// captured by reference, or return the value instead.
-pub trait OccBody<'r, C: 'r, T, E>:
-    AsyncFnMut(&'r mut C) -> Result<T, E> + FnMut(&'r mut C) -> <Self as OccBody<'r, C, T, E>>::Fut
+pub trait OccBody<A, T, E>:
+    AsyncFnMut(A) -> Result<T, E> + FnMut(A) -> <Self as OccBody<A, T, E>>::Fut
 {
     /// The future of one attempt.
     type Fut: Future<Output = Result<T, E>>;
 }
 
-impl<'r, C: 'r, T, E, F, Fut> OccBody<'r, C, T, E> for F
+impl<A, T, E, F, Fut> OccBody<A, T, E> for F
 where
-    F: AsyncFnMut(&'r mut C) -> Result<T, E> + FnMut(&'r mut C) -> Fut,
+    F: AsyncFnMut(A) -> Result<T, E> + FnMut(A) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
     type Fut = Fut;

@@ -6,8 +6,10 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "bb8")]
 use dsql_tokio_postgres::ErrorKind;
 
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 use crate::error::Error;
 
 /// Default maximum connection lifetime: 55 minutes, under DSQL's 60-minute limit.
@@ -23,12 +25,14 @@ pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_SIZE: u32 = 10;
 
 /// The lifetime settings of a pool, checked.
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Lifetimes {
     max: Option<Duration>,
     jitter: f64,
 }
 
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 impl Lifetimes {
     pub(crate) fn new(max: Option<Duration>, jitter: f64) -> Result<Self, Error> {
         if !(0.0..1.0).contains(&jitter) {
@@ -46,6 +50,7 @@ impl Lifetimes {
         Ok(Self { max, jitter })
     }
 
+    #[cfg(feature = "bb8")]
     pub(crate) fn max(&self) -> Option<Duration> {
         self.max
     }
@@ -57,6 +62,7 @@ impl Lifetimes {
     }
 }
 
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 /// Rejects a zero idle timeout or connection timeout (bb8 and deadpool would accept them and
 /// then close every connection, or time out every caller).
 pub(crate) fn check_timeouts(
@@ -77,6 +83,7 @@ pub(crate) fn check_timeouts(
     Ok(())
 }
 
+#[cfg(feature = "bb8")]
 /// True for connect failures that retrying cannot fix: a pool reports them to waiting callers at
 /// once rather than after its timeout.
 pub(crate) fn is_fatal(kind: ErrorKind) -> bool {
@@ -90,7 +97,7 @@ pub(crate) fn is_fatal(kind: ErrorKind) -> bool {
     )
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "bb8"))]
 mod tests {
     use super::*;
 

@@ -15,10 +15,14 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::policy::{Lifetimes, is_fatal};
+use crate::policy::Lifetimes;
+#[cfg(feature = "bb8")]
+use crate::policy::is_fatal;
 
-/// diesel-async's manager, as both pools use it.
-pub(crate) type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+/// diesel-async's connection manager, as both pools set it up: each new connection comes from
+/// [`connect`](crate::connect) and carries its own lifetime; checkout validation retires expired
+/// connections and sends the others an empty query.
+pub type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 
 /// When a pooled connection is due to be retired, if it came from one of this crate's pools (and
 /// its instrumentation was not replaced since). The pool checks it when handing the connection
@@ -87,6 +91,7 @@ impl Failures {
 }
 
 /// Waits for the next connect failure that retrying cannot fix.
+#[cfg(feature = "bb8")]
 pub(crate) async fn next_fatal(
     failures: &mut watch::Receiver<Failure>,
 ) -> Arc<dsql_tokio_postgres::Error> {

@@ -11,9 +11,9 @@
 
 use std::process::ExitCode;
 
-use dsql_diesel::diesel::prelude::*;
-use dsql_diesel::diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-use dsql_diesel::{Config, RetryPolicy, diesel, transaction_with_retry};
+use diesel::prelude::*;
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use dsql_diesel::{Config, RetryPolicy, transaction_with_retry};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
