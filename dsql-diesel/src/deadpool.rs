@@ -227,13 +227,14 @@ impl PoolBuilder {
         if let Some(configure) = self.configure {
             builder = configure(builder);
         }
-        let inner = builder.build().map_err(|err| {
+        let inner: DeadpoolPool = builder.build().map_err(|err| {
             Error::pool(
                 ErrorKind::Config,
                 format!("deadpool rejected the pool settings: {err}"),
                 Some(Box::new(err)),
             )
         })?;
+        spawn_reaper(&inner, lifetimes.max(), self.idle_timeout);
         Ok(Pool {
             inner,
             failures,
@@ -241,3 +242,37 @@ impl PoolBuilder {
         })
     }
 }
+
+/// deadpool closes nothing on its own: connections nobody checks out would stay open past the
+/// idle timeout and up to DSQL's 60-minute cut. A task closes them (at the longest lifetime, as
+/// bb8's reaper does; each connection's own shorter lifetime is enforced at checkout), and ends
+/// with the pool. Without a tokio runtime at build time there is no task; checkouts still
+/// enforce both limits.
+fn spawn_reaper(pool: &DeadpoolPool, max_lifetime: Option<Duration>, idle: Option<Duration>) {
+    let Some(shortest) = [max_lifetime, idle].into_iter().flatten().min() else {
+        return;
+    };
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::debug!(
+            "no tokio runtime while building the deadpool pool: idle connections are checked at checkout only"
+        );
+        return;
+    };
+    let period = (shortest / 2).clamp(Duration::from_millis(100), REAPER_MAX_PERIOD);
+    let weak = pool.weak();
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            pool.retain(|_, metrics| {
+                max_lifetime.is_none_or(|max| metrics.age() < max)
+                    && idle.is_none_or(|idle| metrics.last_used() < idle)
+            });
+        }
+    });
+}
+
+/// How often the reaper looks at most (bb8's default reaper rate).
+const REAPER_MAX_PERIOD: Duration = Duration::from_secs(30);

@@ -21,7 +21,8 @@ pub enum ErrorKind {
     /// No pooled connection became available within the pool's timeout. When connect attempts
     /// failed meanwhile, [`Error::connect_error`] returns the last one: usually the reason.
     PoolTimeout,
-    /// A new pooled connection could not be made ready (validation or a pool hook failed).
+    /// A pooled connection could not be opened or made ready, and the pool kept only the
+    /// message of why (a hook failed, or its first query).
     Pool,
     /// The pool was closed.
     PoolClosed,

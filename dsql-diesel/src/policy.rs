@@ -50,7 +50,6 @@ impl Lifetimes {
         Ok(Self { max, jitter })
     }
 
-    #[cfg(feature = "bb8")]
     pub(crate) fn max(&self) -> Option<Duration> {
         self.max
     }

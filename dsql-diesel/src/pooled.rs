@@ -14,7 +14,7 @@ use dsql_tokio_postgres::Config;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::policy::Lifetimes;
 #[cfg(feature = "bb8")]
 use crate::policy::is_fatal;
@@ -110,7 +110,8 @@ pub(crate) async fn next_fatal(
     }
 }
 
-/// Maps a diesel connection error from a pool back to the connect failure it came from.
+/// Maps a diesel connection error from a pool back to the connect failure it came from, which
+/// the manager recorded with its kind (diesel's error keeps only the message).
 pub(crate) fn pool_connect_error(
     failures: &Failures,
     seen: u64,
@@ -118,12 +119,17 @@ pub(crate) fn pool_connect_error(
 ) -> Error {
     let message = match &err {
         diesel::ConnectionError::BadConnection(m)
-        | diesel::ConnectionError::InvalidConnectionUrl(m) => Some(m.as_str()),
-        _ => None,
+        | diesel::ConnectionError::InvalidConnectionUrl(m) => m.as_str(),
+        _ => return Error::setup(err),
     };
-    match message.and_then(|m| failures.matching(seen, m)) {
+    match failures.matching(seen, message) {
         Some(connect) => Error::connect(connect),
-        None => Error::setup(err),
+        // Another failure was recorded since: the message is all that is left.
+        None => Error::pool(
+            ErrorKind::Pool,
+            format!("opening a pooled DSQL connection failed: {message}"),
+            Some(Box::new(err)),
+        ),
     }
 }
 

@@ -64,23 +64,42 @@ trait TestPool: Clone + Send + Sync + 'static {
         config: Config,
         max_size: u32,
         lifetime: Option<(Duration, f64)>,
+    ) -> impl Future<Output = Result<Self, Error>> + Send {
+        Self::build_idle(config, max_size, lifetime, None)
+    }
+    fn build_idle(
+        config: Config,
+        max_size: u32,
+        lifetime: Option<(Duration, f64)>,
+        idle_timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Self, Error>> + Send;
     fn checkout(&self) -> impl Future<Output = Result<Self::Conn, Error>> + Send;
+    fn open_connections(&self) -> usize;
 }
 
 impl TestPool for dsql_diesel::bb8::Pool {
     type Conn = dsql_diesel::bb8::PooledConnection<'static>;
 
-    async fn build(
+    async fn build_idle(
         config: Config,
         max_size: u32,
         lifetime: Option<(Duration, f64)>,
+        idle_timeout: Option<Duration>,
     ) -> Result<Self, Error> {
         let mut builder = dsql_diesel::bb8::Pool::builder().max_size(max_size);
         if let Some((max, jitter)) = lifetime {
             builder = builder.max_lifetime(max).lifetime_jitter(jitter);
         }
+        if let Some(idle) = idle_timeout {
+            builder = builder
+                .idle_timeout(idle)
+                .configure(|b| b.reaper_rate(Duration::from_millis(100)));
+        }
         builder.build(config).await
+    }
+
+    fn open_connections(&self) -> usize {
+        self.state().connections as usize
     }
 
     async fn checkout(&self) -> Result<Self::Conn, Error> {
@@ -91,16 +110,24 @@ impl TestPool for dsql_diesel::bb8::Pool {
 impl TestPool for dsql_diesel::deadpool::Pool {
     type Conn = dsql_diesel::deadpool::Object;
 
-    async fn build(
+    async fn build_idle(
         config: Config,
         max_size: u32,
         lifetime: Option<(Duration, f64)>,
+        idle_timeout: Option<Duration>,
     ) -> Result<Self, Error> {
         let mut builder = dsql_diesel::deadpool::Pool::builder().max_size(max_size as usize);
         if let Some((max, jitter)) = lifetime {
             builder = builder.max_lifetime(max).lifetime_jitter(jitter);
         }
+        if let Some(idle) = idle_timeout {
+            builder = builder.idle_timeout(idle);
+        }
         builder.build(config)
+    }
+
+    fn open_connections(&self) -> usize {
+        self.status().size
     }
 
     async fn checkout(&self) -> Result<Self::Conn, Error> {
@@ -599,6 +626,80 @@ async fn bb8_recovers_from_two_drops_of_every_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_recovers_from_two_drops_of_every_connection() {
     drops::<dsql_diesel::deadpool::Pool>().await;
+}
+
+async fn backend_pid<P: TestPool>(conn: &mut P::Conn) -> i32 {
+    diesel::select(diesel::dsl::sql::<Integer>("pg_backend_pid()"))
+        .get_result(&mut **conn)
+        .await
+        .expect("pg_backend_pid")
+}
+
+/// Waits (bounded) until `now` is past `at`: a state, not a guess.
+async fn sleep_past(at: Instant) {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at) + Duration::from_millis(10)).await;
+}
+
+async fn lifetime_and_idle<P: TestPool>() {
+    guarded("lifetime and idle", async {
+        let local = start(LocalDsql::builder()).await;
+
+        // Each connection's own (jittered) lifetime, here 150-300 ms, is enforced at checkout:
+        // a connection past it is closed and another one handed out (bb8 itself checks its
+        // maximum lifetime only when a connection is returned and every 30 s).
+        let pool = P::build(
+            config(&local, ""),
+            1,
+            Some((Duration::from_millis(300), 0.5)),
+        )
+        .await
+        .expect("pool");
+        let mut conn = pool.checkout().await.expect("get");
+        let first_pid = backend_pid::<P>(&mut conn).await;
+        let expires = dsql_diesel::connection_expires_at(&mut conn).expect("lifetime");
+        assert!(expires <= Instant::now() + Duration::from_millis(300));
+        drop(conn);
+        sleep_past(expires).await;
+        let mut conn = pool.checkout().await.expect("get after the lifetime");
+        assert_ne!(
+            backend_pid::<P>(&mut conn).await,
+            first_pid,
+            "an expired connection was handed out"
+        );
+        drop(conn);
+
+        // Idle connections are closed by the pool itself, without a checkout.
+        let pool = P::build_idle(
+            config(&local, ""),
+            2,
+            None,
+            Some(Duration::from_millis(300)),
+        )
+        .await
+        .expect("pool");
+        let conn = pool.checkout().await.expect("get");
+        drop(conn);
+        assert_eq!(pool.open_connections(), 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.open_connections() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the idle connection was never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bb8_retires_connections_at_their_own_lifetime_and_when_idle() {
+    lifetime_and_idle::<dsql_diesel::bb8::Pool>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadpool_retires_connections_at_their_own_lifetime_and_when_idle() {
+    lifetime_and_idle::<dsql_diesel::deadpool::Pool>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
