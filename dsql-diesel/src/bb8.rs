@@ -15,11 +15,11 @@ use diesel_async::pooled_connection::PoolError;
 use dsql_tokio_postgres::Config;
 
 use crate::error::{Error, ErrorKind};
-use crate::policy::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, Lifetimes, check_timeouts,
+use crate::pooled::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
+    next_fatal, pool_connect_error,
 };
-use crate::pooled::{Failures, Manager, manager, next_fatal, pool_connect_error};
+use dsql_auth_core::PoolPolicy;
 
 /// diesel-async's bb8 pool type, which [`Pool`] derefs to.
 pub type Bb8Pool = diesel_async::pooled_connection::bb8::Pool<AsyncPgConnection>;
@@ -115,14 +115,15 @@ impl Pool {
     }
 }
 
-/// Builds a [`Pool`] with DSQL's defaults:
+/// Builds a [`Pool`] with DSQL's defaults, the core's [`PoolPolicy`] and bb8's pool size and
+/// timeout:
 ///
 /// | setting | default | why |
 /// |---|---|---|
 /// | `max_lifetime` | 55 min | DSQL closes connections at 60 min |
 /// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so they are not replaced all at once |
 /// | `idle_timeout` | 10 min | as the official DSQL connectors |
-/// | `test_on_check_out` | true | retires connections past their lifetime, replaces ones the server closed |
+/// | `test_on_check_out` | true | an empty query replaces connections the server closed (the lifetime is checked either way) |
 /// | `max_size` | 10 | bb8's default |
 /// | `connection_timeout` | 30 s | bb8's default; connect failures that retrying cannot fix are reported at once |
 ///
@@ -131,11 +132,8 @@ impl Pool {
 #[must_use]
 pub struct PoolBuilder {
     max_size: u32,
-    max_lifetime: Option<Duration>,
-    lifetime_jitter: f64,
-    idle_timeout: Option<Duration>,
+    policy: PoolPolicy,
     connection_timeout: Duration,
-    test_on_check_out: bool,
     configure: Option<Box<dyn FnOnce(Bb8Builder) -> Bb8Builder + Send>>,
 }
 
@@ -143,11 +141,8 @@ impl fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolBuilder")
             .field("max_size", &self.max_size)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("lifetime_jitter", &self.lifetime_jitter)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("policy", &self.policy)
             .field("connection_timeout", &self.connection_timeout)
-            .field("test_on_check_out", &self.test_on_check_out)
             .finish_non_exhaustive()
     }
 }
@@ -163,11 +158,8 @@ impl PoolBuilder {
     pub fn new() -> Self {
         Self {
             max_size: DEFAULT_MAX_SIZE,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
-            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            policy: PoolPolicy::default(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
-            test_on_check_out: true,
             configure: None,
         }
     }
@@ -180,19 +172,19 @@ impl PoolBuilder {
 
     /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
     pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.max_lifetime = max_lifetime.into();
+        self.policy.max_lifetime = max_lifetime.into();
         self
     }
 
     /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
     pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.lifetime_jitter = jitter;
+        self.policy.lifetime_jitter = jitter;
         self
     }
 
     /// Close connections idle for this long; `None` to keep them.
     pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.idle_timeout = idle_timeout.into();
+        self.policy.idle_timeout = idle_timeout.into();
         self
     }
 
@@ -202,10 +194,16 @@ impl PoolBuilder {
         self
     }
 
-    /// Check idle connections before handing them out (lifetime, then an empty query). Without
-    /// it, a connection is retired only at `max_lifetime`, not at its own jittered lifetime.
+    /// Send an empty query to an idle connection before handing it out (each connection's own
+    /// lifetime is checked either way).
     pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.test_on_check_out = test;
+        self.policy.test_on_check_out = test;
+        self
+    }
+
+    /// All of the core's pool policy at once.
+    pub fn policy(mut self, policy: PoolPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -248,24 +246,23 @@ impl PoolBuilder {
     }
 
     fn prepare(self, config: Config) -> Result<(Bb8Builder, Manager, Failures, Duration), Error> {
-        if self.max_size == 0 {
-            return Err(Error::config("max_size must be at least 1"));
-        }
-        check_timeouts(
-            self.idle_timeout,
+        check_settings(
+            &self.policy,
+            self.max_size as usize,
             self.connection_timeout,
             "connection_timeout",
         )?;
-        let lifetimes = Lifetimes::new(self.max_lifetime, self.lifetime_jitter)?;
-        let (manager, failures) = manager(config, lifetimes);
+        let (manager, failures) = manager(config, &self.policy);
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
-        // idle connections nobody checks out.
+        // idle connections nobody checks out. bb8 always runs the manager's checkout check: it
+        // enforces each connection's own lifetime, and sends the empty query only when the policy
+        // says so.
         let mut builder = ::bb8::Pool::builder()
             .max_size(self.max_size)
-            .max_lifetime(lifetimes.max())
-            .idle_timeout(self.idle_timeout)
+            .max_lifetime(self.policy.max_lifetime)
+            .idle_timeout(self.policy.idle_timeout)
             .connection_timeout(self.connection_timeout)
-            .test_on_check_out(self.test_on_check_out)
+            .test_on_check_out(true)
             .error_sink(Box::new(TracingErrorSink));
         if let Some(configure) = self.configure {
             builder = configure(builder);

@@ -20,11 +20,11 @@ use diesel_async::pooled_connection::PoolError;
 use dsql_tokio_postgres::Config;
 
 use crate::error::{Error, ErrorKind};
-use crate::policy::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, Lifetimes, check_timeouts,
+use crate::pooled::{
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
+    pool_connect_error,
 };
-use crate::pooled::{Failures, Manager, manager, pool_connect_error};
+use dsql_auth_core::PoolPolicy;
 
 /// diesel-async's deadpool pool type, which [`Pool`] derefs to.
 pub type DeadpoolPool = diesel_async::pooled_connection::deadpool::Pool<AsyncPgConnection>;
@@ -105,13 +105,14 @@ impl Pool {
     }
 }
 
-/// Builds a [`Pool`] with DSQL's defaults:
+/// Builds a [`Pool`] with DSQL's defaults, the core's [`PoolPolicy`]:
 ///
 /// | setting | default | why |
 /// |---|---|---|
 /// | `max_lifetime` | 55 min | DSQL closes connections at 60 min |
 /// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so they are not replaced all at once |
 /// | `idle_timeout` | 10 min | as the official DSQL connectors (checked at checkout: deadpool has no reaper) |
+/// | `test_on_check_out` | true | an empty query replaces connections the server closed (the lifetime is checked either way) |
 /// | `max_size` | 10 | |
 /// | `wait_timeout` | 30 s | time to wait for a free slot |
 ///
@@ -120,9 +121,7 @@ impl Pool {
 #[must_use]
 pub struct PoolBuilder {
     max_size: usize,
-    max_lifetime: Option<Duration>,
-    lifetime_jitter: f64,
-    idle_timeout: Option<Duration>,
+    policy: PoolPolicy,
     wait_timeout: Duration,
     configure: Option<Box<dyn FnOnce(DeadpoolBuilder) -> DeadpoolBuilder + Send>>,
 }
@@ -134,9 +133,7 @@ impl fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PoolBuilder")
             .field("max_size", &self.max_size)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("lifetime_jitter", &self.lifetime_jitter)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("policy", &self.policy)
             .field("wait_timeout", &self.wait_timeout)
             .finish_non_exhaustive()
     }
@@ -153,9 +150,7 @@ impl PoolBuilder {
     pub fn new() -> Self {
         Self {
             max_size: DEFAULT_MAX_SIZE as usize,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
-            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            policy: PoolPolicy::default(),
             wait_timeout: DEFAULT_CONNECTION_TIMEOUT,
             configure: None,
         }
@@ -169,19 +164,32 @@ impl PoolBuilder {
 
     /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
     pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.max_lifetime = max_lifetime.into();
+        self.policy.max_lifetime = max_lifetime.into();
         self
     }
 
     /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
     pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.lifetime_jitter = jitter;
+        self.policy.lifetime_jitter = jitter;
         self
     }
 
     /// Discard, at checkout, connections not checked out for this long; `None` to keep them.
     pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.idle_timeout = idle_timeout.into();
+        self.policy.idle_timeout = idle_timeout.into();
+        self
+    }
+
+    /// Send an empty query to an idle connection before handing it out (each connection's own
+    /// lifetime is checked either way).
+    pub fn test_on_check_out(mut self, test: bool) -> Self {
+        self.policy.test_on_check_out = test;
+        self
+    }
+
+    /// All of the core's pool policy at once.
+    pub fn policy(mut self, policy: PoolPolicy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -202,17 +210,18 @@ impl PoolBuilder {
 
     /// Builds the pool (opening no connection). Needs a tokio runtime when used.
     pub fn build(self, config: Config) -> Result<Pool, Error> {
-        if self.max_size == 0 {
-            return Err(Error::config("max_size must be at least 1"));
-        }
-        check_timeouts(self.idle_timeout, self.wait_timeout, "wait_timeout")?;
-        let lifetimes = Lifetimes::new(self.max_lifetime, self.lifetime_jitter)?;
-        let (manager, failures) = manager(config, lifetimes);
+        check_settings(
+            &self.policy,
+            self.max_size,
+            self.wait_timeout,
+            "wait_timeout",
+        )?;
+        let (manager, failures) = manager(config, &self.policy);
         let mut builder = DeadpoolPool::builder(manager)
             .max_size(self.max_size)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.wait_timeout));
-        if let Some(idle) = self.idle_timeout {
+        if let Some(idle) = self.policy.idle_timeout {
             // Runs before diesel-async's recycle (lifetime check and empty query).
             builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
                 if metrics.last_used() >= idle {
@@ -234,7 +243,7 @@ impl PoolBuilder {
                 Some(Box::new(err)),
             )
         })?;
-        spawn_reaper(&inner, lifetimes.max(), self.idle_timeout);
+        spawn_reaper(&inner, self.policy.max_lifetime, self.policy.idle_timeout);
         Ok(Pool {
             inner,
             failures,

@@ -4,7 +4,6 @@
 mod connect;
 mod error;
 mod occ;
-mod policy;
 #[cfg(any(feature = "bb8", feature = "deadpool"))]
 mod pooled;
 
@@ -15,15 +14,12 @@ pub mod deadpool;
 
 pub use connect::connect;
 pub use error::{Error, ErrorKind};
-pub use occ::{OccBody, transaction_with_retry};
-pub use policy::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
-    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE,
-};
+pub use occ::transaction_with_retry;
 #[cfg(any(feature = "bb8", feature = "deadpool"))]
-pub use pooled::{Manager, connection_expires_at};
+pub use pooled::{DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Manager, connection_expires_at};
 
 /// The configuration type and the core types a user needs, re-exported so one dependency suffices.
-pub use dsql_tokio_postgres::{Config, RetryPolicy, TokenProvider};
+pub use dsql_auth_core::{OccBody, PoolPolicy};
+pub use dsql_tokio_postgres::{Config, ConnectOptions, RetryPolicy, TokenProvider};
 /// diesel, diesel-async and dsql-tokio-postgres, re-exported so the versions match.
 pub use {diesel, diesel_async, dsql_tokio_postgres};

@@ -1,28 +1,34 @@
 //! Rerunning whole transactions on DSQL's optimistic-concurrency conflicts (OC000, OC001).
 
 use std::fmt;
-use std::time::Instant;
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
 use diesel_async::{AsyncConnection, TransactionManager};
-use dsql_auth_core::{DsqlErrorClass, OccKind, RetryPolicy};
+use dsql_auth_core::classify::classify_message;
+use dsql_auth_core::diagnostics::occ_exhausted;
+use dsql_auth_core::retry::RetryState;
+use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
 
 /// Runs `body` in a transaction on `conn` and commits; when DSQL reports an OCC conflict (OC000
 /// data, OC001 schema) from a statement or the commit, rolls back, waits as `policy` says and
 /// runs `body` again in a new transaction. Returns what `body` returned in the attempt that
 /// committed.
 ///
-/// `conn` is an [`AsyncPgConnection`](diesel_async::AsyncPgConnection) or a pooled connection
+/// `policy` is the core's [`RetryPolicy`], run by the core's retry bookkeeping. `conn` is an [`AsyncPgConnection`](diesel_async::AsyncPgConnection) or a pooled connection
 /// (both pools' connections are `AsyncConnection`s). `body` is an async closure that gets the
 /// connection, may borrow from its surroundings, and returns your own error type `E` (anything
 /// `From<diesel::result::Error>`); it runs once per attempt, so it must not have effects outside
-/// the transaction that should happen only once.
+/// the transaction that should happen only once. The body's bound is the core's [`OccBody`]:
+/// it keeps the helper's future `Send` (usable in `tokio::spawn` and web handlers), at the price
+/// that the closure may share state by reference (atomics, channels, a `Mutex`) but not mutate a
+/// captured local.
 ///
 /// diesel reports 40001 as [`DatabaseErrorKind::SerializationFailure`] with the message only, so
 /// a conflict is recognised from the message (`E`'s `Display`, which for diesel's error and for
 /// `#[error(transparent)]` or `#[from]` wrappers is the server's message). Any other error is
 /// returned at once; conflicts that outlast the policy give a `SerializationFailure` whose
-/// message says so, converted into `E`.
+/// message says so (the core's text; the server's last message is its `details`), converted into
+/// `E`, and are logged at warn.
 ///
 /// ```no_run
 /// # async fn demo(conn: &mut diesel_async::AsyncPgConnection) -> diesel::QueryResult<()> {
@@ -45,16 +51,15 @@ where
     T: Send,
     E: From<diesel::result::Error> + fmt::Display + Send,
 {
-    // SEAM(core stage A): this loop becomes the core's retry runner with tokio's sleep.
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
+    // A plain loop over the core's RetryState: each attempt borrows `conn` and `body` mutably.
+    let mut state = RetryState::start(policy, &SystemClock);
     loop {
-        attempts += 1;
+        let attempt = state.next_attempt();
         let err = match run_once(conn, &mut body).await {
             Ok(value) => {
-                if attempts > 1 {
+                if attempt > 1 {
                     tracing::info!(
-                        occ_retries = attempts - 1,
+                        occ_retries = attempt - 1,
                         "transaction committed after OCC conflicts"
                     );
                 }
@@ -62,32 +67,30 @@ where
             }
             Err(err) => err,
         };
-        let Some(class) = occ_conflict(&err.to_string()) else {
-            return Err(err);
-        };
-        match policy.next_delay(attempts, started.elapsed(), rand::random::<f64>()) {
-            Some(delay) => {
+        let class = occ_conflict(&err.to_string());
+        match state.failed(class.is_some(), rand::random::<f64>()) {
+            Ok(delay) => {
                 tracing::debug!(
-                    occ_retry = attempts,
-                    reason = %class,
+                    occ_retry = attempt,
+                    reason = %class.unwrap_or(DsqlErrorClass::Other),
                     delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     "OCC conflict; retrying the transaction"
                 );
                 tokio::time::sleep(delay).await;
             }
-            None => {
+            Err(stop) if stop.exhausted => {
+                let reason = class.unwrap_or(DsqlErrorClass::Other);
+                let message = occ_exhausted(&reason, stop.attempts, stop.elapsed);
+                tracing::warn!(attempts = stop.attempts, reason = %reason, "{message}");
                 return Err(E::from(diesel::result::Error::DatabaseError(
                     DatabaseErrorKind::SerializationFailure,
                     Box::new(OccExhausted {
-                        message: format!(
-                            "the transaction still conflicted ({class}) after {attempts} attempts in {} ms: \
-                             reduce contention on the rows involved, or allow more attempts in the retry policy",
-                            started.elapsed().as_millis()
-                        ),
+                        message,
                         last: err.to_string(),
                     }),
                 )));
             }
+            Err(_) => return Err(err),
         }
     }
 }
@@ -113,44 +116,10 @@ where
     }
 }
 
-/// The body of [`transaction_with_retry`]: an async closure `async |conn| -> Result<T, E>`
-/// (implemented for every such closure; you never implement it).
-///
-/// Why not plain `AsyncFnMut`: the future an `AsyncFnMut` returns cannot be required to be `Send`
-/// on stable Rust, and without that the helper's future is not `Send` either (rustc reports
-/// "implementation of `Send` is not general enough"), so it could not run in `tokio::spawn` or
-/// an axum handler. Naming the future through `FnMut`, as diesel-async's own `transaction` does
-/// through `FnOnce`, makes it `Send`. The price: the closure's future may not borrow state the
-/// closure owns or borrows mutably (`count += 1` on a captured local); use an atomic or `Cell`
-/// captured by reference, or return the value instead.
-pub trait OccBody<A, T, E>:
-    AsyncFnMut(A) -> Result<T, E> + FnMut(A) -> <Self as OccBody<A, T, E>>::Fut
-{
-    /// The future of one attempt.
-    type Fut: Future<Output = Result<T, E>>;
-}
-
-impl<A, T, E, F, Fut> OccBody<A, T, E> for F
-where
-    F: AsyncFnMut(A) -> Result<T, E> + FnMut(A) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    type Fut = Fut;
-}
-
-/// OCC classification from the message alone (diesel keeps no SQLSTATE for 40001).
-///
-/// SEAM(core stage A): replace with the core's message-only classifier.
+/// OCC classification from the message alone: diesel keeps no SQLSTATE for 40001, and `E`'s
+/// message is the server's (the core's rule, [`classify_message`]).
 fn occ_conflict(message: &str) -> Option<DsqlErrorClass> {
-    let class = dsql_auth_core::classify(
-        dsql_auth_core::classify::SQLSTATE_SERIALIZATION_FAILURE,
-        message,
-    );
-    matches!(
-        class,
-        DsqlErrorClass::OccConflict(OccKind::Data | OccKind::Schema)
-    )
-    .then_some(class)
+    Some(classify_message(message)).filter(DsqlErrorClass::is_occ_conflict)
 }
 
 /// The error for conflicts that outlasted the policy: kind `SerializationFailure`, our message,

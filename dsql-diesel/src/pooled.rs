@@ -3,21 +3,24 @@
 //! connect failures that lets a pool report them to waiting callers.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{Instrumentation, InstrumentationEvent, get_default_instrumentation};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use dsql_auth_core::PoolPolicy;
 use dsql_tokio_postgres::Config;
 use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind};
-use crate::policy::Lifetimes;
-#[cfg(feature = "bb8")]
-use crate::policy::is_fatal;
+
+/// Default time a caller waits for a pooled connection (bb8's default).
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default maximum number of connections in a pool (bb8's default).
+pub const DEFAULT_MAX_SIZE: u32 = 10;
 
 /// diesel-async's connection manager, as both pools set it up: each new connection comes from
 /// [`connect`](crate::connect) and carries its own lifetime; checkout validation retires expired
@@ -103,7 +106,7 @@ pub(crate) async fn next_fatal(
         }
         let latest = failures.borrow_and_update().error.clone();
         if let Some(err) = latest
-            && is_fatal(err.kind())
+            && err.connect_failure().is_fatal()
         {
             return err;
         }
@@ -133,18 +136,41 @@ pub(crate) fn pool_connect_error(
     }
 }
 
+/// Checks the pool policy (the core's rules) and the pool's own settings.
+pub(crate) fn check_settings(
+    policy: &PoolPolicy,
+    max_size: usize,
+    timeout: Duration,
+    timeout_name: &str,
+) -> Result<(), Error> {
+    policy
+        .validate()
+        .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
+    if max_size == 0 {
+        return Err(Error::config("max_size must be at least 1"));
+    }
+    if timeout.is_zero() {
+        return Err(Error::config(format!(
+            "{timeout_name} must be positive (default 30 s)"
+        )));
+    }
+    Ok(())
+}
+
 /// diesel-async's manager for `config`: each new connection comes from [`crate::connect`] and
-/// gets its own lifetime; checkout validation retires expired connections and sends an empty
-/// query (one round trip) to the others. Connect failures are recorded in the returned
-/// [`Failures`].
-pub(crate) fn manager(config: Config, lifetimes: Lifetimes) -> (Manager, Failures) {
+/// gets its own lifetime drawn by the core's [`PoolPolicy`]; the checkout check retires expired
+/// connections and, when the policy tests on checkout, sends the others an empty query (one
+/// round trip). Connect failures are recorded in the returned [`Failures`].
+pub(crate) fn manager(config: Config, policy: &PoolPolicy) -> (Manager, Failures) {
+    let test_on_check_out = policy.test_on_check_out;
+    let policy = policy.clone();
     let failures = Failures(Arc::new(watch::Sender::new(Failure::default())));
     let recorder = failures.clone();
     let config = Arc::new(config);
     let url = format!("dsql://{}", config.endpoint().connect_host());
     let mut manager_config = ManagerConfig::<AsyncPgConnection>::default();
     manager_config.custom_setup = Box::new(move |_url| {
-        let (config, recorder) = (config.clone(), recorder.clone());
+        let (config, recorder, policy) = (config.clone(), recorder.clone(), policy.clone());
         async move {
             let mut conn = crate::connect(&config).await.map_err(|err| {
                 if let Some(connect) = err.connect_arc() {
@@ -158,7 +184,9 @@ pub(crate) fn manager(config: Config, lifetimes: Lifetimes) -> (Manager, Failure
                 }
                 diesel::ConnectionError::from(err)
             })?;
-            let expires_at = lifetimes.draw().map(|l| Instant::now() + l);
+            let expires_at = policy
+                .draw_lifetime(rand::random::<f64>())
+                .map(|l| Instant::now() + l);
             conn.set_instrumentation(LifetimeMark {
                 expires_at,
                 inner: get_default_instrumentation(),
@@ -167,13 +195,17 @@ pub(crate) fn manager(config: Config, lifetimes: Lifetimes) -> (Manager, Failure
         }
         .boxed()
     });
-    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+    manager_config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn| {
         let expired = connection_expires_at(conn).is_some_and(|at| Instant::now() >= at);
         async move {
             if expired {
                 return Err(retired());
             }
-            conn.batch_execute("").await
+            if test_on_check_out {
+                conn.batch_execute("").await
+            } else {
+                Ok(())
+            }
         }
         .boxed()
     }));

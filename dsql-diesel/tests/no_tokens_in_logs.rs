@@ -59,11 +59,9 @@ async fn no_token_or_secret_in_trace_logs() {
         .start()
         .await
         .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
-    let config = local
-        .connection_string()
-        .parse::<Config>()
+    let config = Config::new(dsql_local::testing::connect_options(&local))
         .expect("config")
-        .with_token_provider(TokenProvider::new(local.credentials()));
+        .with_token_provider(dsql_local::testing::token_provider(&local));
     let mut tokens = Vec::new();
 
     tokio::time::timeout(Duration::from_secs(120), async {

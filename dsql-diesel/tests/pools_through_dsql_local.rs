@@ -12,8 +12,11 @@ use aws_credential_types::Credentials;
 use diesel::prelude::*;
 use diesel::sql_types::Integer;
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use dsql_diesel::{Config, Error, ErrorKind, RetryPolicy, TokenProvider, transaction_with_retry};
-use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
+use dsql_diesel::{
+    Config, ConnectOptions, Error, ErrorKind, RetryPolicy, TokenProvider, transaction_with_retry,
+};
+use dsql_local::testing::{self, guarded, start};
+use dsql_local::{LocalDsql, RefusalReason};
 
 diesel::table! {
     items (id) {
@@ -30,31 +33,17 @@ diesel::table! {
     }
 }
 
-/// Hang guard only: generous, never a timing assertion.
-const GUARD: Duration = Duration::from_secs(180);
-
-async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(GUARD, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} hung for {GUARD:?}"),
-    }
+/// The shared harness's options for `local`, edited, with its credentials.
+fn config_with(local: &LocalDsql, edit: impl FnOnce(&mut ConnectOptions)) -> Config {
+    let mut options = testing::connect_options(local);
+    edit(&mut options);
+    Config::new(options)
+        .expect("config")
+        .with_token_provider(testing::token_provider(local))
 }
 
-// SEAM(core stage A): `start` and `config` become dsql_local::testing's harness.
-async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
-    match builder.start().await {
-        Ok(local) => local,
-        // The harness's message names the install command (`apt-get install postgresql`).
-        Err(e) => panic!("dsql-local could not start: {e}"),
-    }
-}
-
-fn config(local: &LocalDsql, extra: &str) -> Config {
-    let url = format!("{}{extra}", local.connection_string());
-    let config: Config = url
-        .parse()
-        .unwrap_or_else(|e| panic!("connection string {url}: {e}"));
-    config.with_token_provider(TokenProvider::new(local.credentials()))
+fn config(local: &LocalDsql) -> Config {
+    config_with(local, |_| {})
 }
 
 /// What the scenarios need from a pool, implemented for both.
@@ -146,7 +135,7 @@ async fn select_one<P: TestPool>(pool: &P) -> Result<i32, String> {
 async fn crud<P: TestPool>() {
     guarded("crud", async {
         let local = start(LocalDsql::builder()).await;
-        let pool = P::build(config(&local, ""), 4, None).await.expect("pool");
+        let pool = P::build(config(&local), 4, None).await.expect("pool");
         let mut conn = pool.checkout().await.expect("get");
         let conn = &mut *conn;
         conn.batch_execute(
@@ -200,7 +189,13 @@ async fn crud<P: TestPool>() {
         // Each pooled connection carries its own lifetime, under the 55-minute default.
         let expires =
             dsql_diesel::connection_expires_at(conn).expect("a pooled connection has a lifetime");
-        assert!(expires <= Instant::now() + dsql_diesel::DEFAULT_MAX_LIFETIME);
+        assert!(
+            expires
+                <= Instant::now()
+                    + dsql_diesel::PoolPolicy::default()
+                        .max_lifetime
+                        .expect("a default lifetime")
+        );
         assert!(expires > Instant::now() + Duration::from_secs(45 * 60));
     })
     .await;
@@ -228,7 +223,8 @@ async fn churn<P: TestPool>() {
             .min_remaining(Duration::from_millis(1500))
             .build()
             .expect("provider");
-        let config = config(&local, "&token_duration_secs=2").with_token_provider(provider);
+        let config = config_with(&local, |o| o.token_duration = Duration::from_secs(2))
+            .with_token_provider(provider);
         let pool = P::build(config, 4, Some((Duration::from_secs(2), 0.25)))
             .await
             .expect("pool");
@@ -295,7 +291,7 @@ async fn wrong_secret<P: TestPool>() {
         let local = start(LocalDsql::builder()).await;
         let good = local.credentials();
         let bad = Credentials::new(good.access_key_id(), "not-the-secret", None, None, "test");
-        let config = config(&local, "").with_token_provider(TokenProvider::new(bad));
+        let config = config(&local).with_token_provider(TokenProvider::new(bad));
         let pool = P::build(config, 4, None).await.expect("pool");
 
         // The pools wait 30 s by default; the answer must come when the failure happens.
@@ -352,7 +348,7 @@ async fn deadpool_wrong_secret_is_access_denied_at_once() {
 async fn occ_increments<P: TestPool>() {
     guarded("occ", async {
         let local = start(LocalDsql::builder()).await;
-        let pool = P::build(config(&local, ""), 8, None).await.expect("pool");
+        let pool = P::build(config(&local), 8, None).await.expect("pool");
         {
             let mut setup = pool.checkout().await.expect("get");
             setup
@@ -486,7 +482,7 @@ async fn interleaved_conflict<P: TestPool>(
 async fn occ_interleaved<P: TestPool>() {
     guarded("occ interleaved", async {
         let local = start(LocalDsql::builder()).await;
-        let pool = P::build(config(&local, ""), 4, None).await.expect("pool");
+        let pool = P::build(config(&local), 4, None).await.expect("pool");
         {
             let mut setup = pool.checkout().await.expect("get");
             setup
@@ -570,7 +566,7 @@ async fn deadpool_occ_conflict_is_retried_and_exhaustion_explained() {
 async fn drops<P: TestPool>() {
     guarded("drops", async {
         let local = Arc::new(start(LocalDsql::builder()).await);
-        let pool = P::build(config(&local, ""), 8, None).await.expect("pool");
+        let pool = P::build(config(&local), 8, None).await.expect("pool");
 
         let progress = Arc::new(AtomicU64::new(0));
         let retried = Arc::new(AtomicU64::new(0));
@@ -647,13 +643,9 @@ async fn lifetime_and_idle<P: TestPool>() {
         // Each connection's own (jittered) lifetime, here 150-300 ms, is enforced at checkout:
         // a connection past it is closed and another one handed out (bb8 itself checks its
         // maximum lifetime only when a connection is returned and every 30 s).
-        let pool = P::build(
-            config(&local, ""),
-            1,
-            Some((Duration::from_millis(300), 0.5)),
-        )
-        .await
-        .expect("pool");
+        let pool = P::build(config(&local), 1, Some((Duration::from_millis(300), 0.5)))
+            .await
+            .expect("pool");
         let mut conn = pool.checkout().await.expect("get");
         let first_pid = backend_pid::<P>(&mut conn).await;
         let expires = dsql_diesel::connection_expires_at(&mut conn).expect("lifetime");
@@ -669,14 +661,9 @@ async fn lifetime_and_idle<P: TestPool>() {
         drop(conn);
 
         // Idle connections are closed by the pool itself, without a checkout.
-        let pool = P::build_idle(
-            config(&local, ""),
-            2,
-            None,
-            Some(Duration::from_millis(300)),
-        )
-        .await
-        .expect("pool");
+        let pool = P::build_idle(config(&local), 2, None, Some(Duration::from_millis(300)))
+            .await
+            .expect("pool");
         let conn = pool.checkout().await.expect("get");
         drop(conn);
         assert_eq!(pool.open_connections(), 1);
