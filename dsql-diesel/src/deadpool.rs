@@ -7,7 +7,7 @@
 //! connection out (each connection's jittered lifetime, and the time since it was last checked
 //! out), then validates it with an empty query. deadpool opens connections in the caller's
 //! `get`, so connect failures reach the caller at once; [`Pool::get`] returns them with their
-//! [`ErrorKind`](crate::ErrorKind) instead of diesel's string.
+//! [`ErrorKind`] instead of diesel's string.
 
 use std::fmt;
 use std::ops::Deref;
