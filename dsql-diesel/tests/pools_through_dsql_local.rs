@@ -1,6 +1,8 @@
 //! dsql-diesel's pools (bb8 and deadpool) against dsql-local: a TLS gateway that verifies every
 //! IAM token, in front of a real PostgreSQL. Needs PostgreSQL's server binaries
-//! (`apt-get install postgresql`). Every scenario runs through both pools.
+//! (`apt-get install postgresql`). Every scenario runs through each pool feature that is on:
+//! `cargo test -p dsql-diesel --all-features` runs them all.
+#![cfg(any(feature = "bb8", feature = "deadpool"))]
 
 use std::future::Future;
 use std::ops::DerefMut;
@@ -66,6 +68,7 @@ trait TestPool: Clone + Send + Sync + 'static {
     fn open_connections(&self) -> usize;
 }
 
+#[cfg(feature = "bb8")]
 impl TestPool for dsql_diesel::bb8::Pool {
     type Conn = dsql_diesel::bb8::PooledConnection<'static>;
 
@@ -96,6 +99,7 @@ impl TestPool for dsql_diesel::bb8::Pool {
     }
 }
 
+#[cfg(feature = "deadpool")]
 impl TestPool for dsql_diesel::deadpool::Pool {
     type Conn = dsql_diesel::deadpool::Object;
 
@@ -201,11 +205,13 @@ async fn crud<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_with_diesel_dsl_through_bb8() {
     crud::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crud_with_diesel_dsl_through_deadpool() {
     crud::<dsql_diesel::deadpool::Pool>().await;
@@ -276,11 +282,13 @@ async fn churn<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_short_tokens_and_connection_age_never_fail_a_query() {
     churn::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_short_tokens_and_connection_age_never_fail_a_query() {
     churn::<dsql_diesel::deadpool::Pool>().await;
@@ -335,11 +343,13 @@ async fn wrong_secret<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_wrong_secret_is_access_denied_at_once() {
     wrong_secret::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_wrong_secret_is_access_denied_at_once() {
     wrong_secret::<dsql_diesel::deadpool::Pool>().await;
@@ -404,11 +414,13 @@ async fn occ_increments<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_occ_helper_lands_every_increment() {
     occ_increments::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_occ_helper_lands_every_increment() {
     occ_increments::<dsql_diesel::deadpool::Pool>().await;
@@ -553,11 +565,13 @@ async fn occ_interleaved<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_occ_conflict_is_retried_and_exhaustion_explained() {
     occ_interleaved::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_occ_conflict_is_retried_and_exhaustion_explained() {
     occ_interleaved::<dsql_diesel::deadpool::Pool>().await;
@@ -614,11 +628,13 @@ async fn drops<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_recovers_from_two_drops_of_every_connection() {
     drops::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_recovers_from_two_drops_of_every_connection() {
     drops::<dsql_diesel::deadpool::Pool>().await;
@@ -679,28 +695,33 @@ async fn lifetime_and_idle<P: TestPool>() {
     .await;
 }
 
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bb8_retires_connections_at_their_own_lifetime_and_when_idle() {
     lifetime_and_idle::<dsql_diesel::bb8::Pool>().await;
 }
 
+#[cfg(feature = "deadpool")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadpool_retires_connections_at_their_own_lifetime_and_when_idle() {
     lifetime_and_idle::<dsql_diesel::deadpool::Pool>().await;
 }
 
+/// A configuration that never connects: for settings checks.
+fn unreachable_config() -> Config {
+    "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres"
+        .parse::<Config>()
+        .expect("config")
+        .with_token_provider(TokenProvider::new(Credentials::new(
+            "AKID", "secret", None, None, "test",
+        )))
+}
+
+#[cfg(feature = "bb8")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_pool_settings_are_errors_not_panics() {
-    let config: Config =
-        "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres"
-            .parse::<Config>()
-            .expect("config")
-            .with_token_provider(TokenProvider::new(Credentials::new(
-                "AKID", "secret", None, None, "test",
-            )));
+async fn bb8_bad_pool_settings_are_errors_not_panics() {
     use dsql_diesel::bb8::PoolBuilder as B;
-    use dsql_diesel::deadpool::PoolBuilder as D;
-    let bb8_cases = [
+    let cases = [
         (B::new().max_size(0), "max_size"),
         (B::new().lifetime_jitter(1.0), "jitter"),
         (B::new().lifetime_jitter(f64::NAN), "jitter"),
@@ -711,20 +732,26 @@ async fn bad_pool_settings_are_errors_not_panics() {
             "connection_timeout",
         ),
     ];
-    for (builder, needle) in bb8_cases {
-        let err = builder.build(config.clone()).await.expect_err(needle);
+    for (builder, needle) in cases {
+        let err = builder.build(unreachable_config()).await.expect_err(needle);
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains(needle), "{err}");
     }
-    let deadpool_cases = [
+}
+
+#[cfg(feature = "deadpool")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadpool_bad_pool_settings_are_errors_not_panics() {
+    use dsql_diesel::deadpool::PoolBuilder as D;
+    let cases = [
         (D::new().max_size(0), "max_size"),
         (D::new().lifetime_jitter(-0.5), "jitter"),
         (D::new().max_lifetime(Duration::ZERO), "max_lifetime"),
         (D::new().idle_timeout(Duration::ZERO), "idle_timeout"),
         (D::new().wait_timeout(Duration::ZERO), "wait_timeout"),
     ];
-    for (builder, needle) in deadpool_cases {
-        let err = builder.build(config.clone()).expect_err(needle);
+    for (builder, needle) in cases {
+        let err = builder.build(unreachable_config()).expect_err(needle);
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.to_string().contains(needle), "{err}");
     }
