@@ -68,7 +68,7 @@ impl Pool {
     }
 
     /// Checks a connection out: an idle one (retired if past its lifetime, else validated with
-    /// an empty query), or a new one. A connect failure that retrying cannot fix (access denied,
+    /// a prepared `SELECT 1`), or a new one. A connect failure that retrying cannot fix (access denied,
     /// TLS, credentials, configuration) is returned as soon as it happens, with
     /// [`ErrorKind::Connect`]; otherwise [`ErrorKind::PoolTimeout`] after the connection timeout,
     /// carrying the last connect failure.
@@ -123,7 +123,7 @@ impl Pool {
 /// | `max_lifetime` | 55 min | DSQL closes connections at 60 min |
 /// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so they are not replaced all at once |
 /// | `idle_timeout` | 10 min | as the official DSQL connectors |
-/// | `test_on_check_out` | true | an empty query replaces connections the server closed (the lifetime is checked either way) |
+/// | `test_on_check_out` | true | a `SELECT 1` replaces connections the server closed (the lifetime is checked either way) |
 /// | `max_size` | 10 | bb8's default |
 /// | `connection_timeout` | 30 s | bb8's default; connect failures that retrying cannot fix are reported at once |
 ///
@@ -194,7 +194,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Send an empty query to an idle connection before handing it out (each connection's own
+    /// Send `SELECT 1` to an idle connection before handing it out (each connection's own
     /// lifetime is checked either way).
     pub fn test_on_check_out(mut self, test: bool) -> Self {
         self.policy.test_on_check_out = test;
@@ -255,7 +255,7 @@ impl PoolBuilder {
         let (manager, failures) = manager(config, &self.policy);
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections nobody checks out. bb8 always runs the manager's checkout check: it
-        // enforces each connection's own lifetime, and sends the empty query only when the policy
+        // enforces each connection's own lifetime, and sends `SELECT 1` only when the policy
         // says so.
         let mut builder = ::bb8::Pool::builder()
             .max_size(self.max_size)

@@ -5,7 +5,7 @@
 //! returns diesel-async's [`Object`], which derefs to [`AsyncPgConnection`]. deadpool has no
 //! connection lifetime and no idle timeout of its own: the pool checks both when it hands a
 //! connection out (each connection's jittered lifetime, and the time since it was last checked
-//! out), then validates it with an empty query. deadpool opens connections in the caller's
+//! out), then validates it with `SELECT 1`. deadpool opens connections in the caller's
 //! `get`, so connect failures reach the caller at once; [`Pool::get`] returns them with their
 //! [`ErrorKind`] instead of diesel's string.
 
@@ -69,7 +69,7 @@ impl Pool {
     }
 
     /// Checks a connection out: an idle one (discarded if past its lifetime or idle timeout,
-    /// else validated with an empty query), or a new one. Errors: [`ErrorKind::Connect`] when
+    /// else validated with a prepared `SELECT 1`), or a new one. Errors: [`ErrorKind::Connect`] when
     /// opening a connection failed, [`ErrorKind::PoolTimeout`] when no slot freed up within the
     /// wait timeout.
     pub async fn get(&self) -> Result<Object, Error> {
@@ -112,7 +112,7 @@ impl Pool {
 /// | `max_lifetime` | 55 min | DSQL closes connections at 60 min |
 /// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so they are not replaced all at once |
 /// | `idle_timeout` | 10 min | as the official DSQL connectors (checked at checkout: deadpool has no reaper) |
-/// | `test_on_check_out` | true | an empty query replaces connections the server closed (the lifetime is checked either way) |
+/// | `test_on_check_out` | true | a `SELECT 1` replaces connections the server closed (the lifetime is checked either way) |
 /// | `max_size` | 10 | |
 /// | `wait_timeout` | 30 s | time to wait for a free slot |
 ///
@@ -180,7 +180,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Send an empty query to an idle connection before handing it out (each connection's own
+    /// Send `SELECT 1` to an idle connection before handing it out (each connection's own
     /// lifetime is checked either way).
     pub fn test_on_check_out(mut self, test: bool) -> Self {
         self.policy.test_on_check_out = test;
@@ -222,7 +222,7 @@ impl PoolBuilder {
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(self.wait_timeout));
         if let Some(idle) = self.policy.idle_timeout {
-            // Runs before diesel-async's recycle (lifetime check and empty query).
+            // Runs before diesel-async's recycle (lifetime check and `SELECT 1`).
             builder = builder.pre_recycle(Hook::sync_fn(move |_, metrics| {
                 if metrics.last_used() >= idle {
                     Err(HookError::message(
