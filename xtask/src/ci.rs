@@ -48,8 +48,10 @@ pub(crate) fn run(args: &[String]) -> Result {
     release_check::docs(&ws)?;
     println!("\n==> release: features (each library crate, feature by feature)");
     release_check::features(&ws)?;
-    println!("\n==> release: packaging");
-    package::run(&ws, true)?;
+    // Packaged without the verify build here: that build is a second full build of every
+    // dependency (other feature unification), minutes CI does not have. `xtask release-check` does it.
+    println!("\n==> release: packaging (file lists, manifests; not built)");
+    package::run(&ws, false)?;
     step(
         "tests",
         cargo().args(["test", "--workspace", "--all-targets", "--locked"]),

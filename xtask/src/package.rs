@@ -205,6 +205,33 @@ mod tests {
     }
 
     #[test]
+    fn path_only_and_unpublished_dependencies_are_named() {
+        use crate::workspace::tests::{pkg, ws};
+        use serde_json::Value;
+        let w = ws(vec![
+            pkg("core", Value::Null, &[]),
+            pkg(
+                "pg",
+                Value::Null,
+                &[("core", "*", ""), ("local", "*", "dev")],
+            ),
+            pkg("bb8", Value::Null, &[("helper", "^0.1.0", "")]),
+            pkg("local", Value::Null, &[]),
+            pkg("helper", serde_json::json!([]), &[]),
+        ]);
+        let p = check_deps(&w);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].contains("bb8: depends on `helper`, which has `publish = false`"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].contains("pg: dependency `core` has only a path"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
     fn missing_readme_is_named() {
         let p = check_files(
             "c",

@@ -183,21 +183,6 @@ pub(crate) fn run(ws: &Workspace) -> Result {
             ));
             continue;
         };
-        step(
-            &format!("rustdoc JSON: {}", m.name),
-            cargo()
-                .args([
-                    "rustdoc",
-                    "-p",
-                    &m.name,
-                    "--lib",
-                    "--all-features",
-                    "--locked",
-                    "--",
-                ])
-                .args(["-Z", "unstable-options", "--output-format", "json"])
-                .env("RUSTC_BOOTSTRAP", "1"),
-        )?;
         let json_path = ws
             .target_dir
             .join("doc")
