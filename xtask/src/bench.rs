@@ -13,6 +13,8 @@ const BENCHES: &[(&str, &str)] = &[
     ("dsql-auth-core", "token"),
     ("dsql-tokio-postgres", "connect"),
     ("dsql-bb8", "pool"),
+    ("dsql-diesel", "pool"),
+    ("dsql-sqlx-bench", "sqlx_vs_aws"),
 ];
 
 pub(crate) fn run(args: &[String]) -> Result {
@@ -110,6 +112,27 @@ const GOALS: &[Goal] = &[
         what: "100 x SELECT 1 over 4 tasks through dsql-bb8 vs bb8-postgres with a fixed config",
         goal: "throughput at least 0.98 of the anchor (time ratio at most 1.0204)",
         check: Check::RatioAtMost(1.0 / 0.98),
+    },
+    Goal {
+        group: "diesel_pool_query",
+        id: "dsql-rs",
+        what: "SELECT 1 over 4 tasks through dsql-diesel's bb8 pool vs diesel-async's bb8 pool with a pre-signed password",
+        goal: "throughput at least 0.98 of the anchor (time ratio at most 1.0204)",
+        check: Check::RatioAtMost(1.0 / 0.98),
+    },
+    Goal {
+        group: "sqlx_pool_query",
+        id: "dsql-rs",
+        what: "SELECT 1 over 4 tasks through dsql-sqlx's pool vs aurora-dsql-sqlx-connector's pool",
+        goal: "throughput at least 0.98 of the anchor (time ratio at most 1.0204)",
+        check: Check::RatioAtMost(1.0 / 0.98),
+    },
+    Goal {
+        group: "sqlx_new_connection",
+        id: "dsql-rs",
+        what: "new connection through dsql-sqlx vs aurora-dsql-sqlx-connector",
+        goal: "ours/anchor at most 1.02",
+        check: Check::RatioAtMost(1.02),
     },
 ];
 

@@ -7,6 +7,8 @@ use crate::{package, release_check};
 use std::process::Command;
 
 const WASM: &str = "wasm32-unknown-unknown";
+/// Benches against other projects' crates (aws-sdk-dsql, ring): built by `cargo xtask bench` only.
+const BENCH_ONLY: &str = "dsql-sqlx-bench";
 
 pub(crate) fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
@@ -18,6 +20,8 @@ pub(crate) fn run(args: &[String]) -> Result {
         cargo().args([
             "clippy",
             "--workspace",
+            "--exclude",
+            BENCH_ONLY,
             "--all-targets",
             "--locked",
             "--",
@@ -54,11 +58,25 @@ pub(crate) fn run(args: &[String]) -> Result {
     package::run(&ws, false)?;
     step(
         "tests",
-        cargo().args(["test", "--workspace", "--all-targets", "--locked"]),
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            BENCH_ONLY,
+            "--all-targets",
+            "--locked",
+        ]),
     )?;
     step(
         "doc tests",
-        cargo().args(["test", "--workspace", "--doc", "--locked"]),
+        cargo().args([
+            "test",
+            "--workspace",
+            "--exclude",
+            BENCH_ONLY,
+            "--doc",
+            "--locked",
+        ]),
     )?;
     println!("\nci: all steps passed");
     Ok(())
