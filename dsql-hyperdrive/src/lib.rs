@@ -24,6 +24,7 @@
 pub mod client;
 pub mod config;
 mod error;
+pub mod io;
 #[cfg(feature = "fake-api")]
 pub mod fake;
 pub mod model;
