@@ -191,15 +191,33 @@ async fn run_loop(args: RunArgs) -> Result<(), CliError> {
             print_report(&report, args.common.output, true);
             saved
         };
-        tokio::select! {
-            result = pass => {
-                // A failed pass is reported and retried at the next tick: the process survives.
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "pass failed");
-                    eprintln!("dsql: {e}");
-                }
+        let mut pass = std::pin::pin!(pass);
+        // A signal during a pass lets it finish, so what it wrote to Cloudflare is reported and
+        // recorded in the state file; a second signal stops at once.
+        let stop = tokio::select! {
+            result = &mut pass => {
+                report_pass_error(result);
+                false
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                eprintln!(
+                    "dsql: stop requested: finishing the pass in progress (signal again to stop now)"
+                );
+                tokio::select! {
+                    result = &mut pass => report_pass_error(result),
+                    () = shutdown_signal() => {
+                        eprintln!(
+                            "dsql: stopped during a pass: passwords it wrote may be unrecorded, \
+                             so the next pass may rotate them again"
+                        );
+                        return Ok(());
+                    }
+                }
+                true
+            }
+        };
+        if stop {
+            break;
         }
         tokio::select! {
             () = tokio::time::sleep(args.interval) => {}
@@ -208,6 +226,14 @@ async fn run_loop(args: RunArgs) -> Result<(), CliError> {
     }
     eprintln!("dsql: hyperdrive rotator stopped");
     Ok(())
+}
+
+/// A failed pass is reported and retried at the next tick: the process survives.
+fn report_pass_error(result: Result<(), String>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "pass failed");
+        eprintln!("dsql: {e}");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

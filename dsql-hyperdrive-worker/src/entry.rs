@@ -128,7 +128,9 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
             return;
         }
     };
-    let record = service.rotate(&kv, &format!("cron {}", event.cron()), false).await;
+    let record = service
+        .rotate(&kv, &format!("cron {}", event.cron()), false)
+        .await;
     // The record names endpoints, actions and errors: nothing secret.
     if record["ok"] == serde_json::Value::Bool(true) {
         worker::console_log!("dsql-hyperdrive-worker: pass done: {record}");

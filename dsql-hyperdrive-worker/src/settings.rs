@@ -191,7 +191,10 @@ mod tests {
             ("admin", 604_800)
         );
         assert_eq!(a.credentials.access_key_id(), "AKIDEXAMPLE");
-        assert_eq!(a.admin_token.as_ref().map(Secret::expose), Some("admin-token-xyz"));
+        assert_eq!(
+            a.admin_token.as_ref().map(Secret::expose),
+            Some("admin-token-xyz")
+        );
     }
 
     #[test]
@@ -204,7 +207,10 @@ mod tests {
         for secret in ["cf-api-token-xyz", "aws-secret-key-xyz", "admin-token-xyz"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
-        assert!(text.contains("AKIDEXAMPLE"), "the key id is not secret: {text}");
+        assert!(
+            text.contains("AKIDEXAMPLE"),
+            "the key id is not secret: {text}"
+        );
     }
 
     #[test]
@@ -232,8 +238,9 @@ mod tests {
     #[test]
     fn file_only_keys_are_refused() {
         for key in ["state_file = \"s.json\"", "api_token_file = \"t\""] {
-            let cfg =
-                format!("[cloudflare]\n{key}\n[[endpoint]]\nname = \"orders\"\nhost = \"{HOST}\"\n");
+            let cfg = format!(
+                "[cloudflare]\n{key}\n[[endpoint]]\nname = \"orders\"\nhost = \"{HOST}\"\n"
+            );
             let e = load(&base(&cfg)).unwrap_err();
             assert!(e.0.contains("does not apply to the Worker"), "{e}");
         }
@@ -245,10 +252,7 @@ mod tests {
             "[[endpoint]]\nname = \"orders\"\nhots = \"{HOST}\"\n"
         )))
         .unwrap_err();
-        assert!(
-            e.0.contains(CONFIG_VAR) && e.0.contains("hots"),
-            "{e}"
-        );
+        assert!(e.0.contains(CONFIG_VAR) && e.0.contains("hots"), "{e}");
         let e = load(&base("[1, 2]")).unwrap_err();
         assert!(e.0.contains(CONFIG_VAR), "{e}");
         let e = json_config_to_toml("[1]").unwrap_err();

@@ -45,7 +45,10 @@ async fn setup() -> (FakeHyperdrive, Service, String) {
         ("CLOUDFLARE_API_BASE_URL", fake.api_base()),
         ("CLOUDFLARE_API_TOKEN", fake.api_token().to_owned()),
         ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned()),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".to_owned(),
+        ),
         ("ADMIN_TOKEN", "admin-secret-77".to_owned()),
     ]);
     let settings = Settings::from_env(|k| vars.get(k).cloned()).expect("settings");
@@ -66,21 +69,41 @@ async fn a_pass_rotates_once_then_waits_and_status_shows_it() {
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert!(writes[0].path.ends_with(&id));
     let password = fake.stored_password(&id).expect("a password");
-    let stored = kv.0.lock().unwrap().get(STATE_KEY).cloned().expect("state saved");
-    assert!(stored.contains(&id) && !stored.contains(&password), "{stored}");
+    let stored =
+        kv.0.lock()
+            .unwrap()
+            .get(STATE_KEY)
+            .cloned()
+            .expect("state saved");
+    assert!(
+        stored.contains(&id) && !stored.contains(&password),
+        "{stored}"
+    );
 
     fake.clear_requests();
     let record = service.rotate(&kv, "cron", false).await;
-    assert_eq!(record["endpoints"]["orders"]["action"], "unchanged", "{record}");
+    assert_eq!(
+        record["endpoints"]["orders"]["action"], "unchanged",
+        "{record}"
+    );
     assert!(fake.writes().is_empty());
 
     let reply = service.handle(&kv, "GET", "/status", None, None).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(reply.body["endpoints"]["orders"]["due"], false, "{}", reply.body);
+    assert_eq!(
+        reply.body["endpoints"]["orders"]["due"], false,
+        "{}",
+        reply.body
+    );
     assert_eq!(reply.body["last_pass"]["trigger"], "cron");
     let text = reply.body.to_string();
     let signature = password.rsplit('=').next().unwrap();
-    for secret in [signature, fake.api_token(), "wJalrXUtnFEMI", "admin-secret-77"] {
+    for secret in [
+        signature,
+        fake.api_token(),
+        "wJalrXUtnFEMI",
+        "admin-secret-77",
+    ] {
         assert!(!text.contains(secret), "a secret in /status: {text}");
     }
     let last = kv.0.lock().unwrap().get(LAST_PASS_KEY).cloned().unwrap();
@@ -101,22 +124,51 @@ async fn manual_rotation_needs_the_admin_token() {
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let reply = service
-        .handle(&kv, "POST", "/rotate", Some("force=true"), Some("Bearer admin-secret-77"))
+        .handle(
+            &kv,
+            "POST",
+            "/rotate",
+            Some("force=true"),
+            Some("Bearer admin-secret-77"),
+        )
         .await;
     assert_eq!(reply.body["endpoints"]["orders"]["action"], "rotated");
     assert_eq!(fake.writes().len(), 2, "the second one forced");
-    assert_eq!(service.handle(&kv, "GET", "/rotate", None, None).await.status, 405);
-    assert_eq!(service.handle(&kv, "GET", "/nope", None, None).await.status, 404);
+    assert_eq!(
+        service
+            .handle(&kv, "GET", "/rotate", None, None)
+            .await
+            .status,
+        405
+    );
+    assert_eq!(
+        service.handle(&kv, "GET", "/nope", None, None).await.status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn a_corrupt_state_is_reported_not_overwritten() {
     let (fake, service, _) = setup().await;
     let kv = Memory::default();
-    kv.0.lock().unwrap().insert(STATE_KEY.into(), "{not json".into());
+    kv.0.lock()
+        .unwrap()
+        .insert(STATE_KEY.into(), "{not json".into());
     let record = service.rotate(&kv, "cron", false).await;
     assert_eq!(record["ok"], false);
-    assert!(record["errors"][0].as_str().unwrap().contains("delete the KV key"), "{record}");
+    assert!(
+        record["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("delete the KV key"),
+        "{record}"
+    );
     assert!(fake.writes().is_empty());
-    assert_eq!(service.handle(&kv, "GET", "/status", None, None).await.status, 500);
+    assert_eq!(
+        service
+            .handle(&kv, "GET", "/status", None, None)
+            .await
+            .status,
+        500
+    );
 }

@@ -307,7 +307,8 @@ async fn cron_rotates_each_due_endpoint_once_through_wrangler_dev() {
         let expiry = parse_time(e["token_expiry"].as_str().expect("token_expiry")).unwrap();
         let life = expiry.duration_since(before).unwrap_or_default();
         assert!(
-            life <= SEVEN_DAYS + Duration::from_secs(5) && life >= SEVEN_DAYS - Duration::from_secs(300),
+            life <= SEVEN_DAYS + Duration::from_secs(5)
+                && life >= SEVEN_DAYS - Duration::from_secs(300),
             "{name}: a 7-day token expected, expiry {e}"
         );
     }
@@ -331,7 +332,11 @@ async fn cron_rotates_each_due_endpoint_once_through_wrangler_dev() {
             .as_str()
             .expect("a password")
             .to_owned();
-        assert_eq!(body, json!({"origin": {"password": password}}), "password only");
+        assert_eq!(
+            body,
+            json!({"origin": {"password": password}}),
+            "password only"
+        );
         assert!(
             password.starts_with(local.host())
                 && password.contains("Action=DbConnectAdmin")
@@ -364,15 +369,28 @@ async fn cron_rotates_each_due_endpoint_once_through_wrangler_dev() {
     let pass = last_pass(&http, &wrangler, "cron 47 * * * *").await;
     assert_eq!(pass["ok"], true, "{pass}");
     assert_eq!(pass["endpoints"]["orders"]["action"], "unchanged", "{pass}");
-    assert_eq!(pass["endpoints"]["billing"]["action"], "unchanged", "{pass}");
+    assert_eq!(
+        pass["endpoints"]["billing"]["action"], "unchanged",
+        "{pass}"
+    );
     assert_eq!(fake.writes(), Vec::new(), "nothing is due");
 
     // Status: the result, and no secret.
     let (text, doc) = status(&http, &wrangler).await.expect("status");
-    assert_eq!(doc["endpoints"]["orders"]["config_id"], orders.as_str(), "{doc}");
+    assert_eq!(
+        doc["endpoints"]["orders"]["config_id"],
+        orders.as_str(),
+        "{doc}"
+    );
     assert_eq!(doc["endpoints"]["orders"]["due"], false, "{doc}");
-    assert!(doc["endpoints"]["billing"]["last_rotation"].is_string(), "{doc}");
-    assert!(doc["endpoints"]["billing"]["next_rotation"].is_string(), "{doc}");
+    assert!(
+        doc["endpoints"]["billing"]["last_rotation"].is_string(),
+        "{doc}"
+    );
+    assert!(
+        doc["endpoints"]["billing"]["next_rotation"].is_string(),
+        "{doc}"
+    );
     let mut secrets: Vec<String> = passwords.clone();
     secrets.push(fake.api_token().to_owned());
     secrets.push(creds.secret_access_key().to_owned());
@@ -412,7 +430,11 @@ async fn cron_rotates_each_due_endpoint_once_through_wrangler_dev() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["endpoints"]["orders"]["action"], "rotated", "{body}");
     }
-    assert_eq!(fake.writes().len(), 2 * passes, "forced: every endpoint, every pass");
+    assert_eq!(
+        fake.writes().len(),
+        2 * passes,
+        "forced: every endpoint, every pass"
+    );
     if let (Some(a), Some(b)) = (cpu_before, wrangler.workerd_cpu()) {
         let per_pass = b.saturating_sub(a) / passes as u32;
         println!(

@@ -372,9 +372,7 @@ impl HyperdriveClient {
             if !error.is_retryable() {
                 return Err(error);
             }
-            let Some(mut delay) = self
-                .retry
-                .next_delay(attempts, elapsed(), self.io.random())
+            let Some(mut delay) = self.retry.next_delay(attempts, elapsed(), self.io.random())
             else {
                 return Err(error);
             };
