@@ -24,8 +24,8 @@ rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
 [ -x node_modules/.bin/esbuild ] || fail "esbuild is missing: run npm ci in $(pwd)"
 
 export WASM_BINDGEN_BIN=$bindgen
-# worker-build looks for esbuild on PATH before downloading one.
-export PATH="$(pwd)/node_modules/.bin:$PATH"
+# The esbuild that npm installed, rather than one worker-build would download.
+export ESBUILD_BIN="$(pwd)/node_modules/.bin/esbuild"
 # Small and fast to start: Workers bill CPU time and limit the compressed size.
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}
 export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-true}
