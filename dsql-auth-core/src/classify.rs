@@ -57,20 +57,59 @@ pub const SQLSTATE_TOO_MANY_CONNECTIONS: &str = "53300";
 pub fn classify(sqlstate: &str, message: &str) -> DsqlErrorClass {
     match sqlstate {
         SQLSTATE_SERIALIZATION_FAILURE => {
-            let kind = if message.contains("(OC000)") {
-                OccKind::Data
-            } else if message.contains("(OC001)") {
-                OccKind::Schema
-            } else {
-                OccKind::Unspecified
-            };
-            DsqlErrorClass::OccConflict(kind)
+            DsqlErrorClass::OccConflict(OccKind::from_message(message))
         }
         SQLSTATE_RATE_EXCEEDED => DsqlErrorClass::RateExceeded,
         SQLSTATE_TOO_MANY_CONNECTIONS => DsqlErrorClass::TooManyConnections,
         "28000" | "28P01" => DsqlErrorClass::AccessDenied,
         _ if message.to_ascii_lowercase().contains("access denied") => DsqlErrorClass::AccessDenied,
         _ => DsqlErrorClass::Other,
+    }
+}
+
+/// Classifies a server error from its message alone, for drivers that do not expose the SQLSTATE
+/// (diesel reports 40001 as `SerializationFailure` with the message only; when the driver does
+/// say "serialization failure", use [`OccKind::from_message`] instead).
+///
+/// Recognises DSQL's own words: the `(OC000)`/`(OC001)` codes and PostgreSQL's "could not
+/// serialize access", "rate exceeded", "too many open connections", "access denied".
+///
+/// ```
+/// use dsql_auth_core::{classify::{classify_message, OccKind}, DsqlErrorClass};
+/// assert_eq!(
+///     classify_message("change conflicts with another transaction, please retry: (OC000)"),
+///     DsqlErrorClass::OccConflict(OccKind::Data)
+/// );
+/// assert_eq!(classify_message("relation \"t\" does not exist"), DsqlErrorClass::Other);
+/// ```
+pub fn classify_message(message: &str) -> DsqlErrorClass {
+    let lower = message.to_ascii_lowercase();
+    if message.contains("(OC000)") || message.contains("(OC001)") {
+        DsqlErrorClass::OccConflict(OccKind::from_message(message))
+    } else if lower.contains("could not serialize access") {
+        DsqlErrorClass::OccConflict(OccKind::Unspecified)
+    } else if lower.contains("unable to accept connection, rate exceeded") {
+        DsqlErrorClass::RateExceeded
+    } else if lower.contains("unable to accept connection, too many open connections") {
+        DsqlErrorClass::TooManyConnections
+    } else if lower.contains("access denied") {
+        DsqlErrorClass::AccessDenied
+    } else {
+        DsqlErrorClass::Other
+    }
+}
+
+impl OccKind {
+    /// The kind of a serialization failure (SQLSTATE 40001) from its message: `(OC000)` data,
+    /// `(OC001)` schema, otherwise unspecified.
+    pub fn from_message(message: &str) -> OccKind {
+        if message.contains("(OC000)") {
+            OccKind::Data
+        } else if message.contains("(OC001)") {
+            OccKind::Schema
+        } else {
+            OccKind::Unspecified
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     CredentialsExpired,
     /// SigV4 signing itself failed.
     Signing,
+    /// Pool settings are out of range (see [`PoolPolicy`](crate::limits::PoolPolicy)).
+    InvalidPoolSettings,
 }
 
 /// An error from dsql-auth-core. Its message says what to do next; it never contains a

@@ -12,24 +12,30 @@
 //! - [`connect_options`]: connection strings (URL and libpq key/value) with DSQL keys.
 //! - [`token`]: SigV4 token signing, byte-for-byte equal to AWS's SDKs; [`AuthToken`] is a secret.
 //! - [`provider`]: a runtime-agnostic token cache that never hands out a token near expiry.
-//! - [`classify`] and [`retry`]: DSQL error classes (OCC, connect refusals) and the retry policy.
+//! - [`classify`] and [`retry`]: DSQL error classes (OCC, connect refusals), the retry policy and
+//!   the one retry loop ([`Retry`]) every adapter runs.
+//! - [`limits`]: DSQL's service limits and the [`PoolPolicy`] every pool adapter applies.
+//! - [`diagnostics`]: the user-facing text for access denied, refusals and OCC exhaustion.
 //! - [`clock`]: time is passed in, so the crate builds for `wasm32-unknown-unknown`.
 #![deny(missing_docs)]
 
 pub mod classify;
 pub mod clock;
 pub mod connect_options;
+pub mod diagnostics;
 pub mod endpoint;
 mod error;
+pub mod limits;
 pub mod provider;
 pub mod retry;
 pub mod token;
 
 pub use classify::{DsqlErrorClass, OccKind, classify};
-pub use clock::{Clock, SharedClock, SystemClock};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use connect_options::{ConnectOptions, SslMode, SslNegotiation};
 pub use endpoint::Endpoint;
 pub use error::{Error, ErrorKind};
-pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
-pub use retry::RetryPolicy;
+pub use limits::PoolPolicy;
+pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder, TokenSchedule};
+pub use retry::{GaveUp, OccBody, Retry, RetryPolicy, RetryState, Succeeded};
 pub use token::{Action, AuthToken, Signer, SigningParams};

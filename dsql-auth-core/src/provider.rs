@@ -60,6 +60,17 @@ struct Entry {
     usable_until: SystemTime,
 }
 
+/// When a cached token is replaced and until when it may be handed out; see
+/// [`TokenProvider::token_schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenSchedule {
+    /// From here on, [`TokenProvider::token`] signs a replacement.
+    pub refresh_at: SystemTime,
+    /// Until here the provider would still hand the cached token out.
+    pub usable_until: SystemTime,
+}
+
 /// Counters of the work a [`TokenProvider`] has done: for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -225,6 +236,18 @@ impl TokenProvider {
             .current_credentials(self.inner.clock.now(), Duration::ZERO)
             .await?;
         Ok(creds.access_key_id().to_owned())
+    }
+
+    /// The schedule of the token cached for `params`: when the provider will sign a
+    /// replacement, and until when it would still hand the cached token out (token expiry,
+    /// capped by the credentials' expiry, minus the margin). `None` when nothing is cached. For
+    /// callers that install a token somewhere and must replace it in time (sqlx's pool options).
+    pub fn token_schedule(&self, params: &SigningParams) -> Option<TokenSchedule> {
+        let tokens = self.inner.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.get(params).map(|e| TokenSchedule {
+            refresh_at: e.refresh_at,
+            usable_until: e.usable_until,
+        })
     }
 
     /// How much work the provider has done so far.
@@ -479,6 +502,16 @@ pub async fn default_chain_credentials(
     loader = loader.region(region_chain);
     if let Some(profile) = profile {
         loader = loader.profile_name(profile);
+        // A profile named by the caller wins over AWS_* environment credentials, as the AWS
+        // CLI's --profile does; the default chain would read the environment first.
+        let conf = aws_config::provider_config::ProviderConfig::default()
+            .with_region(region.map(|r| aws_config::Region::new(r.to_owned())));
+        loader = loader.credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .configure(&conf)
+                .profile_name(profile)
+                .build(),
+        );
     }
     loader.load().await.credentials_provider().ok_or_else(|| {
         Error::new(

@@ -382,3 +382,33 @@ fn runs_without_an_async_runtime() {
         .unwrap();
     assert!(t.as_str().starts_with(HOST));
 }
+
+#[tokio::test]
+async fn token_schedule_reports_the_cached_tokens_refresh_and_usable_times() {
+    use dsql_auth_core::clock::ManualClock;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_724_716_800);
+    let clock = Arc::new(ManualClock::new(start));
+    let provider = dsql_auth_core::TokenProvider::builder()
+        .credentials(aws_credential_types::Credentials::new(
+            "akid", "secret", None, None, "test",
+        ))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let params = dsql_auth_core::SigningParams::new(
+        "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws",
+        "us-east-1",
+        dsql_auth_core::Action::DbConnectAdmin,
+    )
+    .unwrap()
+    .with_expires_in(Duration::from_secs(900))
+    .unwrap();
+    assert_eq!(provider.token_schedule(&params), None, "nothing cached yet");
+    let token = provider.token(&params).await.unwrap();
+    let schedule = provider.token_schedule(&params).expect("cached");
+    // 80% of 900 s; margin min(30 s, 900/4).
+    assert_eq!(schedule.refresh_at, start + Duration::from_secs(720));
+    assert_eq!(schedule.usable_until, token.expires_at() - Duration::from_secs(30));
+}

@@ -36,8 +36,8 @@
 //! # async fn demo(pool: &dsql_bb8::Pool) -> Result<(), Box<dyn std::error::Error>> {
 //! use dsql_tokio_postgres::{RetryPolicy, transaction_with_retry};
 //! let mut conn = pool.get().await?;
-//! transaction_with_retry(&mut conn, &RetryPolicy::occ(), |tx| {
-//!     Box::pin(async move { tx.execute("UPDATE counters SET n = n + 1 WHERE id = 1", &[]).await })
+//! transaction_with_retry(&mut conn, &RetryPolicy::occ(), async |tx| {
+//!     tx.execute("UPDATE counters SET n = n + 1 WHERE id = 1", &[]).await
 //! })
 //! .await?;
 //! # Ok(()) }
@@ -49,12 +49,10 @@ mod manager;
 mod pool;
 
 pub use error::Error;
-pub use manager::{
-    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager,
-};
+pub use manager::{DsqlClient, DsqlConnectionManager};
 pub use pool::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_SIZE, Pool, PoolBuilder,
-    PooledConnection,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
+    DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, Pool, PoolBuilder, PooledConnection,
 };
 
 pub use bb8;

@@ -5,17 +5,12 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dsql_auth_core::PoolPolicy;
+use dsql_tokio_postgres::Config;
 use dsql_tokio_postgres::tokio_postgres::Client;
-use dsql_tokio_postgres::{Config, ErrorKind};
 use tokio::sync::watch;
 
 use crate::error::Error;
-
-/// Default maximum connection lifetime: 55 minutes, under DSQL's 60-minute limit.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(55 * 60);
-/// Default lifetime jitter: each connection lives between 90% and 100% of the maximum, so
-/// connections opened together are not all replaced together.
-pub const DEFAULT_LIFETIME_JITTER: f64 = 0.1;
 
 /// A connect failure as seen by waiting callers; `seq` tells new failures from old ones.
 #[derive(Debug, Clone, Default)]
@@ -39,8 +34,7 @@ pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
 #[derive(Clone)]
 pub struct DsqlConnectionManager {
     config: Config,
-    max_lifetime: Option<Duration>,
-    lifetime_jitter: f64,
+    policy: PoolPolicy,
     failures: FailureSender,
 }
 
@@ -48,20 +42,18 @@ impl fmt::Debug for DsqlConnectionManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DsqlConnectionManager")
             .field("config", &self.config)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("lifetime_jitter", &self.lifetime_jitter)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl DsqlConnectionManager {
-    /// A manager for `config`, with lifetime [`DEFAULT_MAX_LIFETIME`] and jitter
-    /// [`DEFAULT_LIFETIME_JITTER`].
+    /// A manager for `config`, with the core's [`PoolPolicy::default`] lifetimes (55 minutes,
+    /// jitter 0.1).
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
-            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
+            policy: PoolPolicy::default(),
             failures: Arc::new(watch::Sender::new(Failure::default())),
         }
     }
@@ -74,19 +66,15 @@ impl DsqlConnectionManager {
         max_lifetime: Option<Duration>,
         jitter: f64,
     ) -> Result<Self, Error> {
-        if !(0.0..1.0).contains(&jitter) {
-            return Err(Error::Config(format!(
-                "lifetime jitter {jitter} is out of range: give a fraction in [0, 1), e.g. 0.1 for lifetimes between 90% and 100% of the maximum"
-            )));
-        }
-        if max_lifetime == Some(Duration::ZERO) {
-            return Err(Error::Config(
-                "max_lifetime of 0 would retire every connection at once: give a positive duration (DSQL default 55 min)"
-                    .to_owned(),
-            ));
-        }
-        self.max_lifetime = max_lifetime;
-        self.lifetime_jitter = jitter;
+        let policy = PoolPolicy {
+            max_lifetime,
+            lifetime_jitter: jitter,
+            ..self.policy.clone()
+        };
+        policy
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        self.policy = policy;
         Ok(self)
     }
 
@@ -97,7 +85,7 @@ impl DsqlConnectionManager {
 
     /// The maximum connection lifetime.
     pub fn max_lifetime(&self) -> Option<Duration> {
-        self.max_lifetime
+        self.policy.max_lifetime
     }
 
     pub(crate) fn failures(&self) -> &FailureSender {
@@ -105,8 +93,7 @@ impl DsqlConnectionManager {
     }
 
     fn draw_lifetime(&self) -> Option<Duration> {
-        self.max_lifetime
-            .map(|max| max.mul_f64(1.0 - self.lifetime_jitter * rand::random::<f64>()))
+        self.policy.draw_lifetime(rand::random::<f64>())
     }
 }
 
@@ -154,19 +141,6 @@ impl bb8::ManageConnection for DsqlConnectionManager {
     fn has_broken(&self, conn: &mut DsqlClient) -> bool {
         conn.client.is_closed() || conn.is_expired()
     }
-}
-
-/// True for connect failures that the pool retrying cannot fix: report them to waiting callers
-/// at once rather than after the connection timeout.
-pub(crate) fn is_fatal(kind: ErrorKind) -> bool {
-    matches!(
-        kind,
-        ErrorKind::AccessDenied
-            | ErrorKind::Credentials
-            | ErrorKind::Config
-            | ErrorKind::Tls
-            | ErrorKind::Db
-    )
 }
 
 /// A pooled DSQL connection: a tokio-postgres [`Client`] (through `Deref`) and its retirement time.
@@ -247,7 +221,10 @@ mod tests {
         assert!(*hi - *lo > Duration::from_secs(5), "{lo:?}..{hi:?}");
 
         let defaults = manager();
-        assert_eq!(defaults.max_lifetime(), Some(DEFAULT_MAX_LIFETIME));
+        assert_eq!(
+            defaults.max_lifetime(),
+            Some(dsql_auth_core::limits::DEFAULT_MAX_LIFETIME)
+        );
         assert!(defaults.draw_lifetime().unwrap() < Duration::from_secs(60 * 60));
         assert_eq!(
             manager().with_lifetime(None, 0.5).unwrap().draw_lifetime(),

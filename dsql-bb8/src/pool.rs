@@ -6,17 +6,16 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use bb8::{CustomizeConnection, ErrorSink, QueueStrategy, RunError};
+use dsql_auth_core::PoolPolicy;
 use dsql_tokio_postgres::Config;
 use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::manager::{
-    DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME, DsqlClient, DsqlConnectionManager, Failure,
-    FailureSender, is_fatal,
-};
+use crate::manager::{DsqlClient, DsqlConnectionManager, Failure, FailureSender};
 
-/// Default idle timeout: idle connections beyond `min_idle` are closed after 10 minutes.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+pub use dsql_auth_core::limits::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME,
+};
 /// Default time a caller waits for a connection (bb8's default).
 pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default maximum number of connections (bb8's default).
@@ -124,21 +123,18 @@ async fn next_fatal(
         }
         let latest = failures.borrow_and_update().error.clone();
         if let Some(err) = latest
-            && is_fatal(err.kind())
+            && err.connect_failure().is_fatal()
         {
             return err;
         }
     }
 }
 
-/// Builds a [`Pool`] with DSQL's defaults:
+/// Builds a [`Pool`] with DSQL's defaults: the core's [`PoolPolicy`] (lifetimes 49.5–55 min,
+/// idle timeout 10 min, validation on checkout; see its table) and
 ///
 /// | setting | default | why |
 /// |---|---|---|
-/// | `max_lifetime` | 55 min ([`DEFAULT_MAX_LIFETIME`]) | DSQL closes connections at 60 min |
-/// | `lifetime_jitter` | 0.1 ([`DEFAULT_LIFETIME_JITTER`]) | each connection lives 49.5–55 min, so they are not replaced all at once |
-/// | `idle_timeout` | 10 min | as the official DSQL connectors |
-/// | `test_on_check_out` | true | a connection the server closed is replaced, not handed out |
 /// | `max_size` | 10 | bb8's default |
 /// | `connection_timeout` | 30 s | bb8's default; connect failures that retrying cannot fix are reported at once |
 ///
@@ -147,11 +143,8 @@ async fn next_fatal(
 pub struct PoolBuilder {
     max_size: u32,
     min_idle: Option<u32>,
-    max_lifetime: Option<Duration>,
-    lifetime_jitter: f64,
-    idle_timeout: Option<Duration>,
+    policy: PoolPolicy,
     connection_timeout: Duration,
-    test_on_check_out: bool,
     retry_connection: bool,
     reaper_rate: Option<Duration>,
     queue_strategy: QueueStrategy,
@@ -164,11 +157,8 @@ impl fmt::Debug for PoolBuilder {
         f.debug_struct("PoolBuilder")
             .field("max_size", &self.max_size)
             .field("min_idle", &self.min_idle)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("lifetime_jitter", &self.lifetime_jitter)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("policy", &self.policy)
             .field("connection_timeout", &self.connection_timeout)
-            .field("test_on_check_out", &self.test_on_check_out)
             .field("retry_connection", &self.retry_connection)
             .field("reaper_rate", &self.reaper_rate)
             .field("queue_strategy", &self.queue_strategy)
@@ -188,11 +178,8 @@ impl PoolBuilder {
         Self {
             max_size: DEFAULT_MAX_SIZE,
             min_idle: None,
-            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
-            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            policy: PoolPolicy::default(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
-            test_on_check_out: true,
             retry_connection: true,
             reaper_rate: None,
             queue_strategy: QueueStrategy::default(),
@@ -215,19 +202,19 @@ impl PoolBuilder {
 
     /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
     pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.max_lifetime = max_lifetime.into();
+        self.policy.max_lifetime = max_lifetime.into();
         self
     }
 
     /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
     pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.lifetime_jitter = jitter;
+        self.policy.lifetime_jitter = jitter;
         self
     }
 
     /// Close connections idle for this long (beyond `min_idle`); `None` to keep them.
     pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.idle_timeout = idle_timeout.into();
+        self.policy.idle_timeout = idle_timeout.into();
         self
     }
 
@@ -239,7 +226,7 @@ impl PoolBuilder {
 
     /// Validate idle connections (an empty query) before handing them out.
     pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.test_on_check_out = test;
+        self.policy.test_on_check_out = test;
         self
     }
 
@@ -327,12 +314,6 @@ impl PoolBuilder {
                 self.max_size
             )));
         }
-        if self.idle_timeout == Some(Duration::ZERO) {
-            return Err(Error::Config(
-                "idle_timeout of 0 would close every idle connection at once: give a positive duration or None"
-                    .to_owned(),
-            ));
-        }
         if self.connection_timeout.is_zero() {
             return Err(Error::Config(
                 "connection_timeout must be positive".to_owned(),
@@ -341,18 +322,21 @@ impl PoolBuilder {
         if self.reaper_rate == Some(Duration::ZERO) {
             return Err(Error::Config("reaper_rate must be positive".to_owned()));
         }
+        self.policy
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
         let manager = DsqlConnectionManager::new(config)
-            .with_lifetime(self.max_lifetime, self.lifetime_jitter)?;
+            .with_lifetime(self.policy.max_lifetime, self.policy.lifetime_jitter)?;
 
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections that nobody checks out.
         let mut builder = bb8::Pool::builder()
             .max_size(self.max_size)
             .min_idle(self.min_idle)
-            .max_lifetime(self.max_lifetime)
-            .idle_timeout(self.idle_timeout)
+            .max_lifetime(self.policy.max_lifetime)
+            .idle_timeout(self.policy.idle_timeout)
             .connection_timeout(self.connection_timeout)
-            .test_on_check_out(self.test_on_check_out)
+            .test_on_check_out(self.policy.test_on_check_out)
             .retry_connection(self.retry_connection)
             .queue_strategy(self.queue_strategy)
             .error_sink(

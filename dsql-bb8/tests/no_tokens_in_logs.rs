@@ -86,8 +86,8 @@ async fn no_token_or_secret_in_trace_logs() {
             .unwrap()
             .with_token_provider(provider.clone());
         let mut client2 = connect_spawned(&direct).await.expect("connect direct");
-        transaction_with_retry(&mut client2, &RetryPolicy::occ(), |tx| {
-            Box::pin(async move { tx.execute("UPDATE t SET n = n + 1 WHERE id = 1", &[]).await })
+        transaction_with_retry(&mut client2, &RetryPolicy::occ(), async |tx| {
+            tx.execute("UPDATE t SET n = n + 1 WHERE id = 1", &[]).await
         })
         .await
         .expect("transaction");

@@ -1,40 +1,27 @@
 //! dsql-bb8 against dsql-local: a TLS gateway that verifies every IAM token, in front of a real
 //! PostgreSQL. Needs PostgreSQL's server binaries (`apt-get install postgresql`).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use dsql_bb8::{Error, Pool, PoolBuilder};
-use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
-use dsql_tokio_postgres::{Config, ErrorKind, TokenProvider};
+use dsql_local::testing::{self, guarded, start};
+use dsql_local::{LocalDsql, RefusalReason};
+use dsql_tokio_postgres::{Config, ConnectOptions, ErrorKind, TokenProvider};
 
-/// Hang guard only: generous, never a timing assertion.
-const GUARD: Duration = Duration::from_secs(180);
-
-async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(GUARD, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} hung for {GUARD:?}"),
-    }
+/// The shared harness's options for `local`, edited, with its credentials.
+fn config_with(local: &LocalDsql, edit: impl FnOnce(&mut ConnectOptions)) -> Config {
+    let mut options = testing::connect_options(local);
+    edit(&mut options);
+    Config::new(options)
+        .expect("config")
+        .with_token_provider(testing::token_provider(local))
 }
 
-async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
-    match builder.start().await {
-        Ok(local) => local,
-        // The harness's message names the install command (`apt-get install postgresql`).
-        Err(e) => panic!("dsql-local could not start: {e}"),
-    }
-}
-
-fn config(local: &LocalDsql, extra: &str) -> Config {
-    let url = format!("{}{extra}", local.connection_string());
-    let config: Config = url
-        .parse()
-        .unwrap_or_else(|e| panic!("connection string {url}: {e}"));
-    config.with_token_provider(TokenProvider::new(local.credentials()))
+fn config(local: &LocalDsql) -> Config {
+    config_with(local, |_| {})
 }
 
 async fn query_once(pool: &Pool) -> Result<i32, String> {
@@ -53,7 +40,7 @@ async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
         // connections (1.5-2 s lifetimes) before the gateway would, and signs a new token
         // whenever the cached one is too close to expiry.
         let local = start(LocalDsql::builder().max_connection_age(Duration::from_secs(3))).await;
-        let config = config(&local, "&token_duration_secs=2");
+        let config = config_with(&local, |o| o.token_duration = Duration::from_secs(2));
         assert_eq!(config.signing_params().expires_in(), Duration::from_secs(2));
         let pool = PoolBuilder::new()
             .max_size(4)
@@ -110,7 +97,7 @@ async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
 async fn pool_recovers_when_the_gateway_drops_every_connection_twice() {
     guarded("drops", async {
         let local = Arc::new(start(LocalDsql::builder()).await);
-        let pool = PoolBuilder::new().max_size(8).build(config(&local, "")).await.expect("pool");
+        let pool = PoolBuilder::new().max_size(8).build(config(&local)).await.expect("pool");
 
         let progress = Arc::new(AtomicU64::new(0));
         let retried = Arc::new(AtomicU64::new(0));
@@ -164,7 +151,7 @@ async fn wrong_secret_key_reaches_the_caller_as_access_denied_not_a_timeout() {
         let local = start(LocalDsql::builder()).await;
         let good = local.credentials();
         let bad = Credentials::new(good.access_key_id(), "not-the-secret", None, None, "test");
-        let config = config(&local, "").with_token_provider(TokenProvider::new(bad));
+        let config = config(&local).with_token_provider(TokenProvider::new(bad));
         let pool = Pool::new(config).await.expect("pool");
 
         // bb8 alone would answer after its 30 s connection timeout; the 10 s guard fails the
@@ -190,7 +177,7 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
         let local = start(LocalDsql::builder()).await;
         let pool = PoolBuilder::new()
             .max_size(8)
-            .build(config(&local, ""))
+            .build(config(&local))
             .await
             .expect("pool");
         {
@@ -220,12 +207,10 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
                         dsql_tokio_postgres::transaction_with_retry(
                             conn.client_mut(),
                             &policy,
-                            |tx| {
-                                Box::pin(async move {
-                                    runs.fetch_add(1, Ordering::Relaxed);
-                                    tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[])
-                                        .await
-                                })
+                            async |tx| {
+                                runs.fetch_add(1, Ordering::Relaxed);
+                                tx.execute("UPDATE counter SET n = n + 1 WHERE id = 1", &[])
+                                    .await
                             },
                         )
                         .await

@@ -123,6 +123,13 @@ fn parse_at(s: &str) -> Result<SystemTime, CliError> {
             "--at {s:?} is before 1970: give a time after 1970-01-01T00:00:00Z"
         )));
     }
+    // The expiry (up to 7 days later) must stay a time `time` can print: 9999-12-31 at most.
+    const LAST: i64 = 253_402_300_799 - 8 * 86_400;
+    if t.unix_timestamp() > LAST {
+        return Err(CliError::usage(format!(
+            "--at {s:?} is too far in the future: give a time before 9999-12-23T23:59:59Z"
+        )));
+    }
     Ok(SystemTime::from(t))
 }
 

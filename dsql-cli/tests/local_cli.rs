@@ -2,7 +2,9 @@
 //! and from boto3, SIGTERM cleanup, usage errors.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,18 +20,24 @@ struct Local {
 
 impl Local {
     fn start(extra: &[&str]) -> Local {
-        let mut child = Command::new(DSQL)
-            .args([
-                "local",
-                "--access-key",
-                ACCESS_KEY,
-                "--secret-key",
-                SECRET_KEY,
-            ])
-            .args(extra)
-            .env("DSQL_LOG", "info")
+        let mut cmd = Command::new(DSQL);
+        cmd.args([
+            "local",
+            "--access-key",
+            ACCESS_KEY,
+            "--secret-key",
+            SECRET_KEY,
+        ])
+        .args(extra)
+        .env("DSQL_LOG", "info")
+        .stderr(Stdio::inherit());
+        Local::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a `dsql local` command line) and waits for its ready line.
+    fn spawn(mut cmd: Command) -> Local {
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("dsql local starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -76,9 +84,14 @@ impl Local {
 
     /// psql with the token in PGPASSWORD, verify-full against the CA; returns its output.
     fn psql(&self, token: &str, sql: &str) -> Output {
+        self.psql_via(&self.field("host"), token, sql)
+    }
+
+    /// psql naming `host` (SNI and certificate check) while dialling the gateway's address.
+    fn psql_via(&self, host: &str, token: &str, sql: &str) -> Output {
         let conninfo = format!(
             "host={} hostaddr={} port={} user=admin dbname=postgres sslmode=verify-full sslrootcert={} connect_timeout=30",
-            self.field("host"),
+            host,
             self.field("address"),
             self.field("port"),
             self.field("ca")
@@ -128,18 +141,23 @@ fn psql_path() -> &'static str {
 }
 
 fn dsql_token(local: &Local) -> String {
+    dsql_token_for(&local.field("host"), local, SECRET_KEY)
+}
+
+/// `dsql token` for `host` in the endpoint's region, signed with ACCESS_KEY and `secret`.
+fn dsql_token_for(host: &str, local: &Local, secret: &str) -> String {
     let out = Command::new(DSQL)
         .args([
             "token",
             "--host",
-            &local.field("host"),
+            host,
             "--region",
             &local.field("region"),
             "--user",
             "admin",
         ])
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -284,6 +302,29 @@ fn bad_options_are_usage_errors() {
             vec!["local", "--upstream", "mysql://u:hunter2@h/db"],
             "upstream",
         ),
+        (
+            vec![
+                "local",
+                "--access-key",
+                "AKID",
+                "--secret-key-file",
+                "/nonexistent/secret",
+            ],
+            "--secret-key-file /nonexistent/secret",
+        ),
+        (
+            vec![
+                "local",
+                "--access-key",
+                "AKID",
+                "--secret-key",
+                "hunter2",
+                "--secret-key-file",
+                "/etc/hostname",
+            ],
+            "--secret-key",
+        ),
+        (vec!["local", "--host-alias", "not a host"], "host alias"),
     ] {
         let out = Command::new(DSQL).args(&args).output().expect("dsql runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -292,4 +333,252 @@ fn bad_options_are_usage_errors() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
         assert!(out.stdout.is_empty(), "no ready line on failure");
     }
+}
+
+/// Processes whose working directory or command line is under `dir` (PostgreSQL's processes
+/// work in its data directory, dsql-local's supervisor in the temporary directory).
+fn processes_under(dir: &Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cwd = std::fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+        let cmdline = std::fs::read(entry.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .unwrap_or_default();
+        if cwd.starts_with(dir) || cmdline.contains(&needle) {
+            found.push((pid, cmdline));
+        }
+    }
+    found
+}
+
+/// A TMPDIR of the test's own, so what dsql local leaves behind can be seen; PostgreSQL (run
+/// as `postgres` when we are root) must reach its directory inside.
+fn own_tmpdir() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    tmp
+}
+
+fn local_command(tmp: &Path) -> Command {
+    let mut cmd = Command::new(DSQL);
+    cmd.args([
+        "local",
+        "--access-key",
+        ACCESS_KEY,
+        "--secret-key",
+        SECRET_KEY,
+    ])
+    .env("TMPDIR", tmp)
+    .env("DSQL_LOG", "info")
+    .stderr(Stdio::null());
+    cmd
+}
+
+/// Waits (bounded) until no process and no file of dsql local's PostgreSQL is left in `tmp`.
+fn assert_cleaned_up(tmp: &Path, when: &str) {
+    let bound = Duration::from_secs(20);
+    let deadline = Instant::now() + bound;
+    loop {
+        let procs = processes_under(tmp);
+        let left: Vec<PathBuf> = std::fs::read_dir(tmp)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if procs.is_empty() && left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{when}: {bound:?} later, still running: {procs:?}; still there: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill runs")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn sigkill_of_dsql_local_leaves_no_postgres_and_no_directory() {
+    let tmp = own_tmpdir();
+    let mut local = Local::spawn(local_command(tmp.path()));
+    let out = local.psql(&dsql_token(&local), "SELECT 1");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !processes_under(tmp.path()).is_empty(),
+        "PostgreSQL runs under {}",
+        tmp.path().display()
+    );
+    local.child.kill().expect("SIGKILL");
+    local.child.wait().expect("reaped");
+    assert_cleaned_up(tmp.path(), "after SIGKILL of dsql local");
+}
+
+#[test]
+fn sigterm_at_any_moment_of_startup_or_shutdown_removes_everything() {
+    let tmp = own_tmpdir();
+    // Spread over startup: before the handlers, during initdb, during PostgreSQL's start.
+    for delay_ms in [0u64, 20, 60, 150, 300, 600, 1000, 1500, 2500] {
+        let mut child = local_command(tmp.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dsql local starts");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().expect("wait").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{delay_ms} ms: still running after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_cleaned_up(tmp.path(), &format!("SIGTERM {delay_ms} ms into startup"));
+    }
+    // Two signals in a row: the second arrives during shutdown and changes nothing.
+    let mut local = Local::spawn(local_command(tmp.path()));
+    signal(local.child.id(), "-TERM");
+    signal(local.child.id(), "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = local.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "a second SIGTERM during shutdown: {status}"
+    );
+    assert_cleaned_up(tmp.path(), "SIGTERM twice");
+}
+
+/// A TLS ClientHello (split into records) whose SNI host name is `name`, however invalid.
+fn client_hello_with_sni(name: &[u8]) -> Vec<u8> {
+    let mut sni = vec![0u8]; // host_name
+    sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni.extend_from_slice(name);
+    let mut ext = vec![0u8, 0]; // server_name
+    ext.extend_from_slice(&((sni.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let mut body = vec![3u8, 3];
+    body.extend_from_slice(&[0u8; 32]); // random
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[1, 0]); // null compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut handshake = vec![1u8]; // client_hello
+    handshake.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    handshake.extend_from_slice(&body);
+    let mut out = Vec::new();
+    for chunk in handshake.chunks(16_384) {
+        out.extend_from_slice(&[0x16, 3, 1]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+#[test]
+fn hostile_tls_names_reach_the_log_cut_short_and_without_colour_codes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log_path = tmp.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).expect("log file");
+    let mut cmd = Command::new(DSQL);
+    cmd.args([
+        "local",
+        "--access-key",
+        ACCESS_KEY,
+        "--secret-key",
+        SECRET_KEY,
+    ])
+    .env("DSQL_LOG", "info")
+    .stderr(log_file);
+    let mut local = Local::spawn(cmd);
+    let address = format!("{}:{}", local.field("address"), local.field("port"));
+    let hello = client_hello_with_sni(&[b'a'; 65_000]);
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(&address).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        // The gateway may close before reading it all.
+        let _ = s.write_all(&hello);
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+    assert!(local.terminate().success());
+    let log = std::fs::read(&log_path).expect("log");
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.contains("Illegal SNI"),
+        "rustls's warning reaches the log: {}",
+        &text[..text.len().min(2000)]
+    );
+    assert!(!text.contains('\x1b'), "colour codes in a log file");
+    let longest = text.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "a log line of {longest} bytes");
+    assert!(log.len() < 32 * 1024, "{} bytes of log", log.len());
+}
+
+#[test]
+fn the_secret_key_comes_from_a_file_rust_log_is_read_and_aliases_route() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let log_path = tmp.path().join("stderr.log");
+    let secret = "file-secret-not-in-ps-0001";
+    let secret_file = tmp.path().join("secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("secret file");
+    let mut cmd = Command::new(DSQL);
+    cmd.args(["local", "--access-key", ACCESS_KEY, "--secret-key-file"])
+        .arg(&secret_file)
+        .args(["--host-alias", "localhost"])
+        .env_remove("DSQL_LOG")
+        .env("RUST_LOG", "dsql_local=debug,info")
+        .stderr(std::fs::File::create(&log_path).expect("log file"));
+    let mut local = Local::spawn(cmd);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", local.child.id())).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(secret),
+        "the secret is in the process list"
+    );
+    let out = local.psql(
+        &dsql_token_for(&local.field("host"), &local, secret),
+        "SELECT 1",
+    );
+    assert!(
+        out.status.success(),
+        "token signed with the file's secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = local.psql_via(
+        "localhost",
+        &dsql_token_for("localhost", &local, secret),
+        "SELECT 1",
+    );
+    assert!(
+        out.status.success(),
+        "through the alias: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(local.terminate().success());
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(
+        log.contains("DEBUG") && log.contains("accepted connection"),
+        "RUST_LOG=dsql_local=debug is honoured:\n{log}"
+    );
+    assert!(!log.contains(secret), "the secret is logged");
 }

@@ -20,8 +20,8 @@ impl std::fmt::Debug for GatewayCerts {
 }
 
 /// A CA named "dsql-local CA" and a server certificate for `*.dsql.<region>.on.aws`, `localhost`,
-/// `127.0.0.1` and `::1`, signed by it.
-pub(crate) fn generate(region: &str) -> Result<GatewayCerts, Error> {
+/// `127.0.0.1`, `::1` and the host aliases, signed by it.
+pub(crate) fn generate(region: &str, aliases: &[String]) -> Result<GatewayCerts, Error> {
     let err = |e: rcgen::Error| Error::Certificate(e.to_string());
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
@@ -39,12 +39,17 @@ pub(crate) fn generate(region: &str) -> Result<GatewayCerts, Error> {
     ];
     let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
 
-    let names = vec![
+    let mut names = vec![
         format!("*.dsql.{region}.on.aws"),
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
+    for alias in aliases {
+        if !names.contains(alias) {
+            names.push(alias.clone());
+        }
+    }
     let server_key = KeyPair::generate().map_err(err)?;
     let mut params = CertificateParams::new(names).map_err(err)?;
     params

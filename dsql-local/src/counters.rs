@@ -39,11 +39,17 @@ pub enum RefusalReason {
     TooManyConnections,
     /// Refused on purpose by [`LocalDsql::refuse_next_authentications`](crate::LocalDsql::refuse_next_authentications).
     Injected,
+    /// Closed at once: too many connections had not logged in yet
+    /// ([`LocalDsqlBuilder::max_unauthenticated`](crate::LocalDsqlBuilder::max_unauthenticated)).
+    TooManyUnauthenticated,
+    /// Closed because it had not logged in within the handshake deadline
+    /// ([`LocalDsqlBuilder::handshake_timeout`](crate::LocalDsqlBuilder::handshake_timeout)).
+    HandshakeTimeout,
 }
 
 impl RefusalReason {
     /// Every reason, in declaration order.
-    pub const ALL: [RefusalReason; 16] = [
+    pub const ALL: [RefusalReason; 18] = [
         RefusalReason::BadSignature,
         RefusalReason::UnknownAccessKey,
         RefusalReason::WrongSessionToken,
@@ -60,6 +66,8 @@ impl RefusalReason {
         RefusalReason::RateExceeded,
         RefusalReason::TooManyConnections,
         RefusalReason::Injected,
+        RefusalReason::TooManyUnauthenticated,
+        RefusalReason::HandshakeTimeout,
     ];
 
     fn index(self) -> usize {
@@ -85,6 +93,8 @@ impl RefusalReason {
             RefusalReason::RateExceeded => "rate_exceeded",
             RefusalReason::TooManyConnections => "too_many_connections",
             RefusalReason::Injected => "injected",
+            RefusalReason::TooManyUnauthenticated => "too_many_unauthenticated",
+            RefusalReason::HandshakeTimeout => "handshake_timeout",
         }
     }
 }
@@ -171,6 +181,6 @@ mod tests {
             assert_eq!(c.refused(*r), i as u64 + 1, "{r}");
         }
         assert_eq!(c.accepted(), 1);
-        assert_eq!(c.refused_total(), (1..=16).sum::<u64>());
+        assert_eq!(c.refused_total(), (1..=18).sum::<u64>());
     }
 }

@@ -28,8 +28,8 @@ const NO_SNI: &str = "unable to accept connection, sni was not received";
 const NO_TLS: &str = "unable to accept connection, ssl is required";
 const RATE_EXCEEDED: &str = "Unable to accept connection, rate exceeded.";
 const TOO_MANY: &str = "Unable to accept connection, too many open connections.";
-/// Hang guard for a client that connects and then says nothing.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of any untrusted string (user name, error text) that reaches the log.
+pub(crate) const LOG_FIELD_LIMIT: usize = 256;
 /// Largest backend message buffered whole (big rows pass through in pieces are still framed).
 const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
@@ -40,10 +40,21 @@ pub(crate) struct Shared {
     pub(crate) cluster_id: String,
     /// `<cluster id>.dsql.<region>.on.aws`, lowercase.
     pub(crate) host: String,
+    /// Other names of the cluster (lowercase, no trailing dot): SNI naming one routes here.
+    pub(crate) host_aliases: Vec<String>,
     pub(crate) creds: AcceptedCredentials,
     pub(crate) upstream: UpstreamTarget,
     pub(crate) max_connection_age: Duration,
     pub(crate) max_connections: u32,
+    /// Connections that have not logged in yet, whatever they send, close this long after
+    /// they were accepted.
+    pub(crate) handshake_timeout: Duration,
+    /// Connections allowed at once before login; more are closed at once.
+    pub(crate) max_unauthenticated: u32,
+    /// Connections accepted and not yet logged in (or refused).
+    pub(crate) unauthenticated: AtomicU32,
+    /// Verify tokens as of this time instead of the system clock (replaying recorded tokens).
+    pub(crate) verify_as_of: Option<SystemTime>,
     pub(crate) counters: LiveCounters,
     pub(crate) refuse_next: AtomicU32,
     pub(crate) open: AtomicU32,
@@ -101,8 +112,54 @@ async fn open_upstream(target: &UpstreamTarget) -> io::Result<Box<dyn UpstreamIo
     Ok(Box::new(tcp))
 }
 
-/// Counts a connection as open until dropped.
+/// Counts a connection in one of the gauges (open, unauthenticated) until dropped.
 struct OpenGuard<'a>(&'a AtomicU32);
+
+impl<'a> OpenGuard<'a> {
+    /// Takes a place if fewer than `max` are taken.
+    fn take(counter: &'a AtomicU32, max: u32) -> Option<Self> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| OpenGuard(counter))
+    }
+}
+
+/// A place among the connections that have not logged in yet, given back when dropped.
+struct PendingGuard(Arc<Shared>);
+
+impl PendingGuard {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        shared
+            .unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < shared.max_unauthenticated).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingGuard(shared.clone()))
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// `s` cut to [`LOG_FIELD_LIMIT`] bytes (on a character boundary) for the log: clients choose
+/// these strings, and a log line must not grow with them.
+pub(crate) fn bounded(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= LOG_FIELD_LIMIT {
+        return s.into();
+    }
+    let mut end = LOG_FIELD_LIMIT;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len()).into()
+}
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
@@ -122,11 +179,36 @@ pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, shared: Arc<S
                 continue;
             }
         };
+        // Clients that have not logged in have their own, separate cap: they never take the
+        // places of logged-in connections (max_connections). Over it, close at once.
+        let Some(pending) = PendingGuard::take(&shared) else {
+            shared
+                .counters
+                .refuse(RefusalReason::TooManyUnauthenticated);
+            tracing::info!(%peer, reason = %RefusalReason::TooManyUnauthenticated, "refused connection");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (tls, shared) = (tls.clone(), shared.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(tcp, peer, tls, &shared).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            // One deadline for everything before login, however the client spreads its steps.
+            let login =
+                tokio::time::timeout(shared.handshake_timeout, handle(tcp, peer, tls, &shared))
+                    .await;
+            drop(pending);
+            let result = match login {
+                Err(_) => {
+                    shared.counters.refuse(RefusalReason::HandshakeTimeout);
+                    tracing::info!(%peer, reason = %RefusalReason::HandshakeTimeout, "refused connection");
+                    return;
+                }
+                Ok(Ok(Some(session))) => session.relay(&shared).await,
+                Ok(Ok(None)) => Ok(()),
+                Ok(Err(e)) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %bounded(&e.to_string()), "connection ended with an error");
             }
         });
     }
@@ -160,36 +242,56 @@ async fn send_fatal<S: AsyncWrite + Unpin>(
     s.shutdown().await
 }
 
-async fn handle(
+/// A client that logged in, with its upstream session, ready to relay.
+struct LoggedIn<'a> {
+    client: TlsStream<TcpStream>,
+    upstream: Box<dyn UpstreamIo>,
+    pending: BytesMut,
+    _open: OpenGuard<'a>,
+}
+
+impl LoggedIn<'_> {
+    async fn relay(self, shared: &Shared) -> io::Result<()> {
+        relay(self.client, self.upstream, self.pending, shared).await
+    }
+}
+
+/// Everything before the relay: TLS, startup, limits, token, upstream login. `None` when the
+/// connection ended (refused, cancel request, client gone).
+async fn handle<'a>(
     mut tcp: TcpStream,
     peer: SocketAddr,
     tls: TlsAcceptor,
-    shared: &Shared,
-) -> io::Result<()> {
+    shared: &'a Shared,
+) -> io::Result<Option<LoggedIn<'a>>> {
     let mut first = [0u8; 1];
-    let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await??;
+    let n = tcp.peek(&mut first).await?;
     if n == 0 {
-        return Ok(());
+        return Ok(None);
     }
     let direct = first[0] == 0x16;
     if !direct {
         loop {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_startup(&mut tcp)).await?? {
+            match wire::read_startup(&mut tcp).await? {
                 Startup::Ssl => {
                     tcp.write_all(b"S").await?;
                     break;
                 }
                 Startup::GssEnc => tcp.write_all(b"N").await?,
-                Startup::Cancel { pid, key } => return forward_cancel(shared, pid, key).await,
+                Startup::Cancel { pid, key } => {
+                    return forward_cancel(shared, pid, key).await.map(|()| None);
+                }
                 Startup::Params { .. } => {
                     shared.counters.refuse(RefusalReason::NoTls);
                     tracing::info!(%peer, reason = %RefusalReason::NoTls, "refused connection");
-                    return send_fatal(&mut tcp, "28000", NO_TLS, None).await;
+                    return send_fatal(&mut tcp, "28000", NO_TLS, None)
+                        .await
+                        .map(|()| None);
                 }
             }
         }
     }
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await??;
+    let mut stream = tls.accept(tcp).await?;
     let (sni, alpn_ok) = {
         let (_, conn) = stream.get_ref();
         (
@@ -197,8 +299,7 @@ async fn handle(
             conn.alpn_protocol() == Some(b"postgresql"),
         )
     };
-    let startup =
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, wire::read_startup(&mut stream)).await??;
+    let startup = wire::read_startup(&mut stream).await?;
     if direct && !alpn_ok {
         // PostgreSQL 17 demands ALPN on direct TLS for the same reason: no cross-protocol confusion.
         shared.counters.refuse(RefusalReason::Malformed);
@@ -209,11 +310,14 @@ async fn handle(
             "received direct SSL connection request without ALPN protocol negotiation extension",
             None,
         )
-        .await;
+        .await
+        .map(|()| None);
     }
     let (version, params) = match startup {
         Startup::Params { version, params } => (version, params),
-        Startup::Cancel { pid, key } => return forward_cancel(shared, pid, key).await,
+        Startup::Cancel { pid, key } => {
+            return forward_cancel(shared, pid, key).await.map(|()| None);
+        }
         Startup::Ssl | Startup::GssEnc => {
             return send_fatal(
                 &mut stream,
@@ -221,13 +325,16 @@ async fn handle(
                 "encryption request inside an encrypted connection",
                 None,
             )
-            .await;
+            .await
+            .map(|()| None);
         }
     };
     let Some(sni) = sni else {
         shared.counters.refuse(RefusalReason::NoSni);
         tracing::info!(%peer, reason = %RefusalReason::NoSni, "refused connection");
-        return send_fatal(&mut stream, "08P01", NO_SNI, None).await;
+        return send_fatal(&mut stream, "08P01", NO_SNI, None)
+            .await
+            .map(|()| None);
     };
     session(stream, peer, shared, sni, version, params).await
 }
@@ -262,7 +369,7 @@ async fn refuse<S: AsyncWrite + Unpin>(
     sid: &str,
 ) -> io::Result<()> {
     shared.counters.refuse(reason);
-    tracing::info!(%peer, user, session_id = sid, reason = %reason, "refused connection");
+    tracing::info!(%peer, user = %bounded(user), session_id = sid, reason = %reason, "refused connection");
     let detail = format!("Session Id: {sid}");
     match reason {
         RefusalReason::RateExceeded => send_fatal(s, "53400", RATE_EXCEEDED, Some(&detail)).await,
@@ -271,17 +378,19 @@ async fn refuse<S: AsyncWrite + Unpin>(
     }
 }
 
-async fn session(
+async fn session<'a>(
     mut client: TlsStream<TcpStream>,
     peer: SocketAddr,
-    shared: &Shared,
+    shared: &'a Shared,
     sni: String,
     version: u32,
     params: Vec<(String, String)>,
-) -> io::Result<()> {
+) -> io::Result<Option<LoggedIn<'a>>> {
     let sid = session_id(shared);
     if version >> 16 != 3 {
-        return send_fatal(&mut client, "0A000", "unsupported frontend protocol", None).await;
+        return send_fatal(&mut client, "0A000", "unsupported frontend protocol", None)
+            .await
+            .map(|()| None);
     }
     let get = |k: &str| {
         params
@@ -296,7 +405,8 @@ async fn session(
             "no PostgreSQL user name specified in startup packet",
             None,
         )
-        .await;
+        .await
+        .map(|()| None);
     };
     let database = get("database")
         .filter(|d| !d.is_empty())
@@ -317,21 +427,9 @@ async fn session(
             &user,
             &sid,
         )
-        .await;
+        .await
+        .map(|()| None);
     }
-    if shared.open.fetch_add(1, Ordering::AcqRel) >= shared.max_connections {
-        shared.open.fetch_sub(1, Ordering::AcqRel);
-        return refuse(
-            &mut client,
-            shared,
-            RefusalReason::TooManyConnections,
-            peer,
-            &user,
-            &sid,
-        )
-        .await;
-    }
-    let _open = OpenGuard(&shared.open);
 
     // PostgreSQL 18 clients may ask for protocol 3.2 or `_pq_.` extensions: we speak plain 3.0.
     let unsupported: Vec<String> = params
@@ -348,29 +446,29 @@ async fn session(
     client.write_all(&wire::auth_request(3)).await?;
     client.flush().await?;
     let mut buf = BytesMut::new();
-    let password = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        wire::read_message(&mut client, &mut buf, wire::MAX_PREAUTH_MESSAGE),
-    )
-    .await??
-    {
-        Some((b'p', body)) => body,
-        _ => return Ok(()),
-    };
+    let password =
+        match wire::read_message(&mut client, &mut buf, wire::MAX_PREAUTH_MESSAGE).await? {
+            Some((b'p', body)) => body,
+            _ => return Ok(None),
+        };
     let password = password.strip_suffix(&[0]).unwrap_or(&password);
     let password = String::from_utf8_lossy(password);
 
     // DSQL routes by SNI, so a connection must name this cluster: by its host, or (PrivateLink
     // without DNS) by `amzn-cluster-id` while SNI names the endpoint dialled. Either way the
     // token must be signed for the cluster's host.
-    let names_cluster = match &cluster_id {
-        Some(id) => *id == shared.cluster_id,
-        None => sni.trim_end_matches('.').eq_ignore_ascii_case(&shared.host),
-    };
-    let expected_host = if names_cluster {
-        shared.host.clone()
-    } else {
-        String::new()
+    // A host alias (a custom endpoint's name) named by SNI routes to the cluster too, and then
+    // the token must be signed for that alias, the name the client dialled.
+    let expected_host = match &cluster_id {
+        Some(id) if *id == shared.cluster_id => shared.host.clone(),
+        Some(_) => String::new(),
+        None if sni.eq_ignore_ascii_case(&shared.host) => shared.host.clone(),
+        None => shared
+            .host_aliases
+            .iter()
+            .find(|a| sni.eq_ignore_ascii_case(a))
+            .cloned()
+            .unwrap_or_default(),
     };
     let injected = shared
         .refuse_next
@@ -385,14 +483,30 @@ async fn session(
             user: &user,
             host: &expected_host,
             region: &shared.region,
-            now: SystemTime::now(),
+            now: shared.verify_as_of.unwrap_or_else(SystemTime::now),
         };
         token_verifier::verify(&password, &shared.creds, &expect)
     };
     drop(password);
     if let Err(reason) = verdict {
-        return refuse(&mut client, shared, reason, peer, &user, &sid).await;
+        return refuse(&mut client, shared, reason, peer, &user, &sid)
+            .await
+            .map(|()| None);
     }
+    // Only logged-in connections count against --max-connections: a client that stalls
+    // before its password never takes a real one's place.
+    let Some(open) = OpenGuard::take(&shared.open, shared.max_connections) else {
+        return refuse(
+            &mut client,
+            shared,
+            RefusalReason::TooManyConnections,
+            peer,
+            &user,
+            &sid,
+        )
+        .await
+        .map(|()| None);
+    };
 
     let mut startup: Vec<(String, String)> = params
         .iter()
@@ -413,22 +527,28 @@ async fn session(
             // The upstream's own words (e.g. role does not exist) are what a DSQL user would see too.
             client.write_all(&error_message).await?;
             client.flush().await?;
-            return client.shutdown().await;
+            return client.shutdown().await.map(|()| None);
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot reach the upstream PostgreSQL");
+            tracing::warn!(error = %bounded(&e.to_string()), "cannot reach the upstream PostgreSQL");
             return send_fatal(
                 &mut client,
                 "08006",
                 "unable to accept connection, the cluster is unavailable",
                 None,
             )
-            .await;
+            .await
+            .map(|()| None);
         }
     };
     shared.counters.accept();
-    tracing::debug!(%peer, user, session_id = sid, "accepted connection");
-    relay(client, upstream.0, upstream.1, shared).await
+    tracing::debug!(%peer, user = %bounded(&user), session_id = sid, "accepted connection");
+    Ok(Some(LoggedIn {
+        client,
+        upstream: upstream.0,
+        pending: upstream.1,
+        _open: open,
+    }))
 }
 
 /// The outcome of logging in upstream.

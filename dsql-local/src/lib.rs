@@ -21,10 +21,49 @@
 //! - Limits: maximum connection age, new-connection rate (53400), open connections (53300).
 //! - Serialization failures (the upstream runs at repeatable read) reach the client as SQLSTATE
 //!   40001 `change conflicts with another transaction, please retry: (OC000)`.
+//! - The token's host is compared with the cluster's own name case-insensitively (a trailing
+//!   dot and `:443` ignored) and the signature checked against the lowercase host, as the SDKs
+//!   sign it: botocore's tokens keep the host as the user typed it. A
+//!   [`host_alias`](LocalDsqlBuilder::host_alias) is another name of the cluster (a custom
+//!   endpoint): SNI naming it routes here, and the token must then be signed for it.
 //!
 //! Credentials default to `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN` when
 //! the first two are set, else the fixed local pair [`DEFAULT_ACCESS_KEY_ID`] /
 //! [`DEFAULT_SECRET_ACCESS_KEY`].
+//!
+//! # Hostile clients and other local users
+//!
+//! dsql-local often runs as root on shared machines; nothing gets in without a valid token:
+//! - **The upstream accepts only the gateway.** The temporary PostgreSQL's unix socket is in a
+//!   private directory (mode 0700, owned by the `postgres` user when run as root, else by you;
+//!   socket mode 0700), where the gateway logs in. Its TCP listener on 127.0.0.1 wants
+//!   scram-sha-256 with a random per-run password for `admin` (held by
+//!   [`LocalDsql::upstream_connection_string`]); roles made by [`LocalDsql::create_role`] get the
+//!   same password. Only root and the OS user PostgreSQL runs as can reach the socket.
+//! - **Before login** a connection has one fixed deadline from accept, whatever it sends
+//!   ([`handshake_timeout`](LocalDsqlBuilder::handshake_timeout), 30 s), and such connections
+//!   have their own cap ([`max_unauthenticated`](LocalDsqlBuilder::max_unauthenticated), 256;
+//!   the surplus is closed at once). [`max_connections`](LocalDsqlBuilder::max_connections)
+//!   counts only logged-in connections, so stalled clients never lock real ones out.
+//! - **Passwords** of more than 32 parameters are refused before any per-parameter work; the
+//!   check is linear in the password's length (64 KiB at most).
+//! - **Logs**: strings a client chooses (user names, error texts) reach the log cut to 256
+//!   bytes. rustls logs an invalid SNI name in full (through the `log` crate, target `rustls`,
+//!   level WARN): cut long fields in your subscriber (the `dsql` command does) or filter that
+//!   target.
+//! - **The TLS directory** given to [`tls_dir`](LocalDsqlBuilder::tls_dir) must not be a
+//!   symbolic link and must belong to you (or root); the CA is written under a fresh name and
+//!   renamed into place, so a link planted at `dsql-local-ca.pem` is replaced, never followed.
+//!
+//! # Abrupt ends
+//!
+//! The temporary PostgreSQL runs under a small supervisor (`sh`, in its own process group,
+//! running `initdb` and `postgres` as its children; `setpriv` from util-linux drops to the
+//! `postgres` user when run as root). It creates the temporary directories itself and watches a
+//! pipe from this process: when this process stops it ([`LocalDsql::shutdown`], drop) or dies
+//! (even by SIGKILL, at any moment of startup), the supervisor stops PostgreSQL (immediate
+//! shutdown, SIGKILL after 10 s) and removes the directories, within seconds. The `dsql local`
+//! command installs its SIGINT/SIGTERM/SIGHUP handlers before starting anything.
 #![deny(missing_docs)]
 
 mod certs;
@@ -34,6 +73,9 @@ mod gateway;
 mod postgres;
 mod token_verifier;
 mod wire;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use counters::{Counters, RefusalReason};
 pub use error::Error;
@@ -61,6 +103,10 @@ pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_RATE_LIMIT: (u32, u32) = (100, 1000);
 /// DSQL's connection quota.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// How long a connection may take from accept to login, whatever it sends.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections allowed at once that have not logged in yet.
+pub const DEFAULT_MAX_UNAUTHENTICATED: u32 = 256;
 /// The CA file's name inside the TLS directory.
 pub const CA_FILE_NAME: &str = "dsql-local-ca.pem";
 
@@ -76,6 +122,10 @@ pub struct LocalDsqlBuilder {
     max_connections: u32,
     port: u16,
     tls_dir: Option<PathBuf>,
+    handshake_timeout: Duration,
+    max_unauthenticated: u32,
+    verify_as_of: Option<std::time::SystemTime>,
+    host_aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for LocalDsqlBuilder {
@@ -96,6 +146,10 @@ impl std::fmt::Debug for LocalDsqlBuilder {
             .field("max_connections", &self.max_connections)
             .field("port", &self.port)
             .field("tls_dir", &self.tls_dir)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_unauthenticated", &self.max_unauthenticated)
+            .field("verify_as_of", &self.verify_as_of)
+            .field("host_aliases", &self.host_aliases)
             .finish()
     }
 }
@@ -112,6 +166,10 @@ impl Default for LocalDsqlBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             port: 0,
             tls_dir: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
+            verify_as_of: None,
+            host_aliases: Vec::new(),
         }
     }
 }
@@ -177,9 +235,45 @@ impl LocalDsqlBuilder {
     }
 
     /// Write the CA certificate to `<dir>/dsql-local-ca.pem` (default: a temporary directory
-    /// removed with the endpoint). The directory is created if missing.
+    /// removed with the endpoint). The directory is created if missing; it must not be a
+    /// symbolic link and must belong to this user (or root). An existing file or link of that
+    /// name is replaced, never written through.
     pub fn tls_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tls_dir = Some(dir.into());
+        self
+    }
+
+    /// Close a connection that has not logged in this long after it was accepted, whatever it
+    /// sends meanwhile (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 30 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Connections allowed at once that have not logged in yet; more are closed at once
+    /// (default [`DEFAULT_MAX_UNAUTHENTICATED`]). They never count against
+    /// [`max_connections`](Self::max_connections).
+    pub fn max_unauthenticated(mut self, n: u32) -> Self {
+        self.max_unauthenticated = n;
+        self
+    }
+
+    /// Another name of this cluster, like a custom endpoint's: a client whose SNI names it
+    /// reaches the cluster, and its token must then be signed for that name (a token for the
+    /// alias is refused when SNI names [`LocalDsql::host`], and the other way round: the token
+    /// names the host the client dialled). Compared case-insensitively, a trailing dot ignored;
+    /// the gateway's certificate covers it. Call once per alias. Default: none.
+    pub fn host_alias(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let name = name.strip_suffix('.').unwrap_or(&name).to_ascii_lowercase();
+        self.host_aliases.push(name);
+        self
+    }
+
+    /// Verify tokens as of `at` instead of the system clock, to replay recorded tokens (such as
+    /// another SDK's test vectors). Default: the system clock.
+    pub fn verify_as_of(mut self, at: std::time::SystemTime) -> Self {
+        self.verify_as_of = Some(at);
         self
     }
 
@@ -217,6 +311,29 @@ impl LocalDsqlBuilder {
                     .into(),
             ));
         }
+        for alias in &self.host_aliases {
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            };
+            if alias.len() > 253 || !alias.split('.').all(label_ok) {
+                return Err(Error::InvalidConfig(format!(
+                    "host alias `{}` is not a DNS name (labels of letters, digits and `-`, like proxy.example.com)",
+                    gateway::bounded(alias)
+                )));
+            }
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "handshake timeout must be more than zero".into(),
+            ));
+        }
+        if self.max_unauthenticated == 0 {
+            return Err(Error::InvalidConfig(
+                "max unauthenticated connections must be at least 1".into(),
+            ));
+        }
         if self.max_connections == 0 {
             return Err(Error::InvalidConfig(
                 "max connections must be at least 1".into(),
@@ -248,7 +365,7 @@ impl LocalDsqlBuilder {
                     host: "127.0.0.1".into(),
                     port: pg.port(),
                     socket_dir: Some(pg.socket_dir().to_owned()),
-                    password: None,
+                    password: Some(pg.password().to_owned()),
                     admin_user: "admin".into(),
                     admin_database: "postgres".into(),
                 };
@@ -257,29 +374,23 @@ impl LocalDsqlBuilder {
             }
         };
 
-        let certs = certs::generate(&self.region)?;
-        let (ca_dir, ca_path) = match &self.tls_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-                    path: dir.clone(),
-                    source,
-                })?;
-                (None, dir.join(CA_FILE_NAME))
+        let certs = certs::generate(&self.region, &self.host_aliases)?;
+        let (ca_dir, ca_path) = match (&self.tls_dir, postgres.as_mut()) {
+            (Some(dir), _) => (None, write_ca_into(dir, &certs.ca_pem)?),
+            // Made and removed by PostgreSQL's supervisor, even if this process is killed.
+            (None, Some(pg)) => {
+                let dir = pg.tls_dir().await?;
+                (None, write_ca_into(&dir, &certs.ca_pem)?)
             }
-            None => {
+            (None, None) => {
                 let dir = tempfile::Builder::new()
                     .prefix("dsql-local-tls-")
                     .tempdir()
                     .map_err(|e| Error::io("cannot create a temporary directory for the CA", e))?;
-                let path = dir.path().join(CA_FILE_NAME);
+                let path = write_ca_into(dir.path(), &certs.ca_pem)?;
                 (Some(dir), path)
             }
         };
-        std::fs::write(&ca_path, certs.ca_pem.as_bytes()).map_err(|source| Error::Write {
-            path: ca_path.clone(),
-            source,
-        })?;
-
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -302,10 +413,15 @@ impl LocalDsqlBuilder {
             region: self.region.clone(),
             cluster_id: self.cluster_id.clone(),
             host: host.clone(),
+            host_aliases: self.host_aliases.clone(),
             creds,
             upstream,
             max_connection_age: self.max_connection_age,
             max_connections: self.max_connections,
+            handshake_timeout: self.handshake_timeout,
+            max_unauthenticated: self.max_unauthenticated,
+            unauthenticated: AtomicU32::new(0),
+            verify_as_of: self.verify_as_of,
             counters: Default::default(),
             refuse_next: AtomicU32::new(0),
             open: AtomicU32::new(0),
@@ -326,6 +442,51 @@ impl LocalDsqlBuilder {
             _ca_dir: ca_dir,
         })
     }
+}
+
+/// Writes the CA as `<dir>/dsql-local-ca.pem` without ever following a link planted there: the
+/// directory must be a real directory (not a symlink) owned by us or root, and the file is
+/// written under a fresh random name (`O_CREAT|O_EXCL`) and renamed over the old one (a rename
+/// replaces a link, never its target).
+fn write_ca_into(dir: &Path, pem: &str) -> Result<PathBuf, Error> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let write_err = |path: &Path, source| Error::Write {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| write_err(dir, e))?;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    if !meta.is_dir() {
+        return Err(Error::InvalidConfig(format!(
+            "TLS directory {} is a symbolic link or not a directory; give a real directory",
+            dir.display()
+        )));
+    }
+    if meta.uid() != 0 && Some(meta.uid()) != me {
+        return Err(Error::InvalidConfig(format!(
+            "TLS directory {} belongs to another user (uid {}); give a directory you own",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    let path = dir.join(CA_FILE_NAME);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dsql-local-ca-")
+        .tempfile_in(dir)
+        .map_err(|e| write_err(&path, e))?;
+    tmp.write_all(pem.as_bytes())
+        .and_then(|()| tmp.flush())
+        .map_err(|e| write_err(&path, e))?;
+    // Readable by the clients that need it, like any CA certificate.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(|e| write_err(&path, e))?;
+    tmp.persist(&path).map_err(|e| write_err(&path, e.error))?;
+    Ok(path)
 }
 
 fn credentials_from_env() -> AcceptedCredentials {
@@ -469,7 +630,8 @@ impl LocalDsql {
     }
 
     /// Creates a login role (if missing) that may use and create in schema `public`, so a
-    /// non-admin user can connect with a `DbConnect` token.
+    /// non-admin user can connect with a `DbConnect` token. With an upstream URL that holds a
+    /// password, the role gets that password, so the gateway can log it in upstream.
     pub async fn create_role(&self, name: &str) -> Result<(), Error> {
         if name.is_empty() || name.len() > 63 || name.contains('\0') {
             return Err(Error::InvalidConfig(format!(
@@ -478,9 +640,17 @@ impl LocalDsql {
         }
         let ident = format!("\"{}\"", name.replace('"', "\"\""));
         let literal = format!("'{}'", name.replace('\'', "''"));
+        // The gateway logs clients in upstream as themselves, answering a password request with
+        // the upstream's password: give the role that password.
+        let password = match &self.shared.upstream.password {
+            Some(pw) if !pw.contains("$dsql_local$") => {
+                format!(" PASSWORD '{}'", pw.replace('\'', "''"))
+            }
+            _ => String::new(),
+        };
         let sql = format!(
             "DO $dsql_local$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {literal}) THEN \
-             CREATE ROLE {ident} LOGIN; END IF; END $dsql_local$; \
+             CREATE ROLE {ident} LOGIN{password}; END IF; END $dsql_local$; \
              GRANT USAGE, CREATE ON SCHEMA public TO {ident};"
         );
         admin::simple_query(&self.shared.upstream, &sql)

@@ -14,6 +14,9 @@ type HmacSha256 = Hmac<Sha256>;
 pub(crate) const MAX_EXPIRES_SECS: u64 = 604_800;
 /// How far in the future `X-Amz-Date` may be (client clocks run ahead a little).
 pub(crate) const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// The most query parameters a token may have. DSQL tokens have 7 or 8; a password of thousands
+/// is an attack on the verifier's time, refused before any per-parameter work.
+pub(crate) const MAX_TOKEN_PARAMS: usize = 32;
 /// SHA-256 of the empty payload: DSQL tokens sign a GET with no body.
 const EMPTY_PAYLOAD_SHA256: &str =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -87,12 +90,17 @@ fn parse(token: &str) -> Result<Parsed<'_>, RefusalReason> {
     if host.is_empty() || host.contains(['/', '?', '&', ' ']) {
         return Err(RefusalReason::Malformed);
     }
+    // Linear in the password's length: count first, then one hash-set lookup per parameter.
+    if query.split('&').count() > MAX_TOKEN_PARAMS {
+        return Err(RefusalReason::Malformed);
+    }
     let mut params: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').ok_or(RefusalReason::Malformed)?;
         let k = decode(k)?;
         let v = decode(v)?;
-        if k.is_empty() || params.iter().any(|(seen, _)| *seen == k) {
+        if k.is_empty() || !seen.insert(k.clone()) {
             return Err(RefusalReason::Malformed);
         }
         params.push((k, v));
@@ -262,15 +270,26 @@ pub(crate) fn verify(
 
     let signature =
         hex::decode(get("X-Amz-Signature")?).map_err(|_| RefusalReason::BadSignature)?;
-    let expected = string_to_sign_mac(&parsed, creds, amz_date, scope_date, scope_region)?;
+    let expected = string_to_sign_mac(
+        &parsed,
+        expect.host,
+        creds,
+        amz_date,
+        scope_date,
+        scope_region,
+    )?;
     expected
         .verify_slice(&signature)
         .map_err(|_| RefusalReason::BadSignature)
 }
 
 /// Builds the canonical request and string to sign, and returns the keyed MAC over the latter.
+/// The canonical request names `host`, the cluster's own lowercase name: the SDKs sign the
+/// normalised host (lowercase, no `:443`) whatever spelling the token text keeps, as botocore
+/// does for a mixed-case or `:443` host.
 fn string_to_sign_mac(
     parsed: &Parsed<'_>,
+    host: &str,
     creds: &AcceptedCredentials,
     amz_date: &str,
     date: &str,
@@ -293,10 +312,8 @@ fn string_to_sign_mac(
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("&");
-    let canonical_request = format!(
-        "GET\n/\n{canonical_query}\nhost:{}\n\nhost\n{EMPTY_PAYLOAD_SHA256}",
-        parsed.host.trim()
-    );
+    let canonical_request =
+        format!("GET\n/\n{canonical_query}\nhost:{host}\n\nhost\n{EMPTY_PAYLOAD_SHA256}");
     let scope = format!("{date}/{region}/dsql/aws4_request");
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
@@ -453,47 +470,115 @@ mod tests {
     }
 
     #[test]
-    fn malformed_tokens_are_refused_not_panicking() {
+    fn malformed_tokens_are_refused_for_their_reason() {
+        use RefusalReason::*;
         let c = creds();
         let admin = token("DbConnectAdmin", SIG_ADMIN);
-        for bad in [
-            String::new(),
-            "not a token".into(),
-            format!("{HOST}/?"),
-            format!("{HOST}/?Action"),
-            admin.replace(
-                "X-Amz-Algorithm=AWS4-HMAC-SHA256",
-                "X-Amz-Algorithm=AWS4-HMAC-SHA1",
+        for (bad, reason) in [
+            (String::new(), Malformed),
+            ("not a token".into(), Malformed),
+            (format!("{HOST}/?"), Malformed),
+            (format!("{HOST}/?Action"), Malformed),
+            (
+                admin.replace(
+                    "X-Amz-Algorithm=AWS4-HMAC-SHA256",
+                    "X-Amz-Algorithm=AWS4-HMAC-SHA1",
+                ),
+                Malformed,
             ),
-            admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240827"),
-            admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240228T000000Z"),
-            admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240230T000000Z"),
-            admin.replace("%2Faws4_request", "%2Faws5_request"),
-            admin.replace(
-                "X-Amz-SignedHeaders=host",
-                "X-Amz-SignedHeaders=host%3Bx-amz-date",
+            (
+                admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240827"),
+                Malformed,
             ),
-            admin.replace("X-Amz-Expires=450", "X-Amz-Expires=0"),
-            admin.replace("X-Amz-Expires=450", "X-Amz-Expires=-1"),
-            format!("{admin}&Action=DbConnect"),
-            admin.replace("%2F", "%ZZ"),
-            admin.replace("&X-Amz-Signature", "&X-Amz-Signature%FF"),
+            // The date no longer matches the credential scope's.
+            (
+                admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240228T000000Z"),
+                Malformed,
+            ),
+            (
+                admin.replace("X-Amz-Date=20240827T000000Z", "X-Amz-Date=20240230T000000Z"),
+                Malformed,
+            ),
+            (
+                admin.replace("%2Faws4_request", "%2Faws5_request"),
+                Malformed,
+            ),
+            (
+                admin.replace(
+                    "X-Amz-SignedHeaders=host",
+                    "X-Amz-SignedHeaders=host%3Bx-amz-date",
+                ),
+                Malformed,
+            ),
+            (
+                admin.replace("X-Amz-Expires=450", "X-Amz-Expires=0"),
+                Malformed,
+            ),
+            (
+                admin.replace("X-Amz-Expires=450", "X-Amz-Expires=-1"),
+                Malformed,
+            ),
+            // A duplicated parameter, even with another value.
+            (format!("{admin}&Action=DbConnect"), Malformed),
+            (admin.replace("%2F", "%ZZ"), Malformed),
+            (
+                admin.replace("&X-Amz-Signature", "&X-Amz-Signature%FF"),
+                Malformed,
+            ),
+            (
+                admin.replace("X-Amz-Expires=450", "X-Amz-Expires=99999999999999999999999"),
+                ExpiryTooLong,
+            ),
+            (token("DbConnectAdmin", "zz"), BadSignature),
+            (
+                admin.replace(HOST, "other.dsql.us-east-1.on.aws"),
+                HostMismatch,
+            ),
         ] {
-            let got = verify(&bad, &c, &expect("admin", 0));
-            assert!(got.is_err(), "accepted {bad:?}");
+            assert_eq!(
+                verify(&bad, &c, &expect("admin", 0)),
+                Err(reason),
+                "{bad:?}"
+            );
         }
-        let huge = admin.replace("X-Amz-Expires=450", "X-Amz-Expires=99999999999999999999999");
+    }
+
+    /// A password of many parameters is refused before any per-parameter work: the duplicate
+    /// check was once quadratic (13,000 parameters took a second).
+    #[test]
+    fn too_many_parameters_are_malformed_whatever_they_are() {
+        let admin = token("DbConnectAdmin", SIG_ADMIN);
+        // Distinct, well-formed extra parameters: without the cap this reaches the signature check.
+        let mut extra = admin.clone();
+        for i in 0..MAX_TOKEN_PARAMS {
+            extra.push_str(&format!("&X-Extra-{i}=v"));
+        }
         assert_eq!(
-            verify(&huge, &c, &expect("admin", 0)),
-            Err(RefusalReason::ExpiryTooLong)
+            verify(&extra, &creds(), &expect("admin", 0)),
+            Err(RefusalReason::Malformed)
         );
-        let bad_hex = token("DbConnectAdmin", "zz");
+        // The worst case that fits in the gateway's 64 KiB message limit.
+        let mut worst = format!("{HOST}/?");
+        let mut i = 0;
+        while worst.len() < 64 * 1024 - 16 {
+            worst.push_str(&format!("a{i}=&"));
+            i += 1;
+        }
+        worst.push_str("z=1");
         assert_eq!(
-            verify(&bad_hex, &c, &expect("admin", 0)),
+            verify(&worst, &creds(), &expect("admin", 0)),
+            Err(RefusalReason::Malformed)
+        );
+        // Within the cap, extra parameters are signed like any other (and these are not).
+        let few = format!("{admin}&X-Extra=v");
+        assert_eq!(
+            verify(&few, &creds(), &expect("admin", 0)),
             Err(RefusalReason::BadSignature)
         );
     }
 
+    /// botocore signs the lowercase host without `:443` but keeps the host as given in the
+    /// token's text; a server compares names case-insensitively, as DNS does.
     #[test]
     fn the_signed_host_is_compared_normalised() {
         assert_eq!(
@@ -501,12 +586,35 @@ mod tests {
             "peccy.dsql.us-east-1.on.aws"
         );
         assert_eq!(normalize_host("Peccy.Dsql.US-EAST-1.on.aws."), HOST);
-        // The signature covers the host as written, so a re-cased host breaks it.
-        let upper = token("DbConnectAdmin", SIG_ADMIN).replacen("peccy", "PECCY", 1);
-        assert_eq!(
-            verify(&upper, &creds(), &expect("admin", 0)),
-            Err(RefusalReason::BadSignature)
-        );
+        let good = token("DbConnectAdmin", SIG_ADMIN);
+        for spelling in [
+            "PECCY.DSQL.US-EAST-1.ON.AWS",
+            "Peccy.dsql.us-east-1.on.aws:443",
+            "peccy.dsql.us-east-1.on.aws.",
+        ] {
+            let respelled = good.replacen(HOST, spelling, 1);
+            assert!(respelled.starts_with(spelling));
+            assert_eq!(
+                verify(&respelled, &creds(), &expect("admin", 0)),
+                Ok(()),
+                "{spelling}"
+            );
+        }
+        // Another port or name is another host, whatever the signature.
+        for other in [
+            "peccy.dsql.us-east-1.on.aws:5432",
+            "peccy2.dsql.us-east-1.on.aws",
+        ] {
+            assert_eq!(
+                verify(
+                    &good.replacen(HOST, other, 1),
+                    &creds(),
+                    &expect("admin", 0)
+                ),
+                Err(RefusalReason::HostMismatch),
+                "{other}"
+            );
+        }
     }
 
     #[test]
@@ -539,18 +647,14 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let c = AcceptedCredentials {
+            access_key_id: "AKIDVISIBLE".into(),
+            secret_access_key: "wJalrSECRETVALUE".into(),
             session_token: Some("SESSIONTOKEN".into()),
-            ..creds()
         };
         let s = format!("{c:?}");
-        assert!(
-            !s.contains("secret") || s.contains("secret_access_key"),
-            "{s}"
-        );
-        assert!(
-            !s.contains("\"secret\"") && !s.contains("SESSIONTOKEN"),
-            "{s}"
-        );
+        assert!(s.contains("AKIDVISIBLE"), "the key id is shown: {s}");
+        assert!(!s.contains("SECRETVALUE"), "{s}");
+        assert!(!s.contains("SESSIONTOKEN"), "{s}");
     }
 
     proptest::proptest! {

@@ -1,8 +1,6 @@
 //! Opening connections: a token per connection, retries on DSQL's connect refusals.
 
-use std::time::Instant;
-
-use dsql_auth_core::{DsqlErrorClass, classify};
+use dsql_auth_core::{DsqlErrorClass, Retry, SystemClock, TokenProvider, classify, diagnostics};
 use tokio_postgres::{Client, Connection, Socket};
 
 use crate::config::Config;
@@ -22,113 +20,135 @@ pub type DsqlConnection = Connection<Socket, TlsStream<Socket>>;
 pub async fn connect(config: &Config) -> Result<(Client, DsqlConnection), Error> {
     let provider = config.token_provider().await?;
     let endpoint = config.endpoint();
-    let started = Instant::now();
-    let mut attempts: u32 = 0;
-    loop {
-        attempts += 1;
-        let token = provider
-            .token(config.signing_params())
-            .await
-            .map_err(Error::from_core)?;
-        let pg = config.pg_config_with_token(&token);
-        drop(token);
-        tracing::debug!(
-            host = endpoint.connect_host(),
-            sign_host = endpoint.sign_host(),
-            user = config.options().user.as_str(),
-            attempt = attempts,
-            "opening DSQL connection"
-        );
-        let attempt = pg.connect(config.tls().clone());
-        let result = match config.options().connect_timeout {
-            // tokio-postgres bounds only the TCP connect; this bounds TLS and authentication too.
-            Some(limit) => match tokio::time::timeout(limit, attempt).await {
-                Ok(result) => result,
-                Err(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "connecting to {}:{} took longer than connect_timeout ({} ms): check that the \
-                             host is reachable, or raise connect_timeout",
-                            endpoint.connect_host(),
-                            endpoint.port(),
-                            limit.as_millis()
-                        ),
-                    ));
-                }
-            },
-            None => attempt.await,
-        };
-        let err = match result {
-            Ok(pair) => {
-                if attempts > 1 {
-                    tracing::info!(
-                        host = endpoint.connect_host(),
-                        connect_retries = attempts - 1,
-                        "DSQL connection opened after refusals"
-                    );
-                } else {
-                    tracing::debug!(host = endpoint.connect_host(), "DSQL connection opened");
-                }
-                return Ok(pair);
-            }
-            Err(err) => err,
-        };
-        let class = err
-            .as_db_error()
-            .map(|db| classify(db.code().code(), db.message()));
-        match class {
-            Some(class) if class.is_retryable_connect() => {
-                let delay = config.connect_retry().next_delay(
-                    attempts,
-                    started.elapsed(),
-                    rand::random::<f64>(),
+    let retry = Retry::new(
+        config.connect_retry(),
+        &SystemClock,
+        |failed: &Failed, delay: std::time::Duration| {
+            tracing::debug!(
+                host = endpoint.connect_host(),
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                reason = %failed.class().unwrap_or(DsqlErrorClass::Other),
+                "DSQL refused the connection; retrying"
+            );
+            tokio::time::sleep(delay)
+        },
+        rand::random::<f64>,
+    );
+    let outcome = retry
+        .run(
+            |failed: &Failed| failed.class().is_some_and(|c| c.is_retryable_connect()),
+            // A plain closure returning a future (not an `async` closure): its futures borrow only
+            // `config` and `provider`, which keeps `connect`'s future `Send` for bb8 and spawn.
+            |attempt| connect_once(config, provider, attempt),
+        )
+        .await;
+    let gave_up = match outcome {
+        Ok(done) => {
+            if done.attempts > 1 {
+                tracing::info!(
+                    host = endpoint.connect_host(),
+                    connect_retries = done.attempts - 1,
+                    "DSQL connection opened after refusals"
                 );
-                match delay {
-                    Some(delay) => {
-                        tracing::debug!(
-                            host = endpoint.connect_host(),
-                            attempt = attempts,
-                            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                            reason = %class,
-                            "DSQL refused the connection; retrying"
-                        );
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::Refused,
-                            format!(
-                                "DSQL kept refusing new connections to {} ({class}) after {attempts} attempts \
-                                 in {} ms: open fewer connections at once (use a pool with a lower max size) \
-                                 or allow a larger connect retry budget",
-                                endpoint.connect_host(),
-                                started.elapsed().as_millis()
-                            ),
-                        )
-                        .with_source(err));
-                    }
-                }
+            } else {
+                tracing::debug!(host = endpoint.connect_host(), "DSQL connection opened");
             }
-            Some(DsqlErrorClass::AccessDenied) => return Err(access_denied(config, err).await),
-            Some(_) => {
-                let message = match err.as_db_error() {
-                    Some(db) => format!(
-                        "DSQL at {} rejected the connection: {} (SQLSTATE {}); check the startup settings \
-                         (user, dbname, options: DSQL rejects parameters it does not support)",
-                        endpoint.connect_host(),
-                        db.message(),
-                        db.code().code()
-                    ),
-                    None => format!(
-                        "DSQL at {} rejected the connection: {err}",
-                        endpoint.connect_host()
-                    ),
-                };
-                return Err(Error::new(ErrorKind::Db, message).with_source(err));
-            }
-            None => return Err(transport_error(config, err)),
+            return Ok(done.value);
         }
+        Err(gave_up) => gave_up,
+    };
+    let err = match gave_up.error {
+        Failed::Final(err) => return Err(err),
+        Failed::Pg(err) => err,
+    };
+    let class = err
+        .as_db_error()
+        .map(|db| classify(db.code().code(), db.message()));
+    match class {
+        Some(class) if gave_up.exhausted => Err(Error::new(
+            ErrorKind::Refused,
+            diagnostics::refused_after_budget(
+                endpoint.connect_host(),
+                &class,
+                gave_up.attempts,
+                gave_up.elapsed,
+            ),
+        )
+        .with_source(err)),
+        Some(DsqlErrorClass::AccessDenied) => Err(access_denied(config, err).await),
+        Some(_) => {
+            let message = match err.as_db_error() {
+                Some(db) => format!(
+                    "DSQL at {} rejected the connection: {} (SQLSTATE {}); check the startup settings \
+                     (user, dbname, options: DSQL rejects parameters it does not support)",
+                    endpoint.connect_host(),
+                    db.message(),
+                    db.code().code()
+                ),
+                None => format!(
+                    "DSQL at {} rejected the connection: {err}",
+                    endpoint.connect_host()
+                ),
+            };
+            Err(Error::new(ErrorKind::Db, message).with_source(err))
+        }
+        None => Err(transport_error(config, err)),
+    }
+}
+
+/// One connect attempt's failure: a driver error (classified, maybe retried) or a final error.
+enum Failed {
+    Pg(tokio_postgres::Error),
+    Final(Error),
+}
+
+impl Failed {
+    fn class(&self) -> Option<DsqlErrorClass> {
+        match self {
+            Failed::Pg(err) => err
+                .as_db_error()
+                .map(|db| classify(db.code().code(), db.message())),
+            Failed::Final(_) => None,
+        }
+    }
+}
+
+async fn connect_once(
+    config: &Config,
+    provider: &TokenProvider,
+    attempt: u32,
+) -> Result<(Client, DsqlConnection), Failed> {
+    let endpoint = config.endpoint();
+    let token = provider
+        .token(config.signing_params())
+        .await
+        .map_err(|e| Failed::Final(Error::from_core(e)))?;
+    let pg = config.pg_config_with_token(&token);
+    drop(token);
+    tracing::debug!(
+        host = endpoint.connect_host(),
+        sign_host = endpoint.sign_host(),
+        user = config.options().user.as_str(),
+        attempt,
+        "opening DSQL connection"
+    );
+    let connecting = pg.connect(config.tls().clone());
+    match config.options().connect_timeout {
+        // tokio-postgres bounds only the TCP connect; this bounds TLS and authentication too.
+        Some(limit) => match tokio::time::timeout(limit, connecting).await {
+            Ok(result) => result.map_err(Failed::Pg),
+            Err(_) => Err(Failed::Final(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to {}:{} took longer than connect_timeout ({} ms): check that the \
+                     host is reachable, or raise connect_timeout",
+                    endpoint.connect_host(),
+                    endpoint.port(),
+                    limit.as_millis()
+                ),
+            ))),
+        },
+        None => connecting.await.map_err(Failed::Pg),
     }
 }
 
@@ -147,35 +167,19 @@ pub async fn connect_spawned(config: &Config) -> Result<Client, Error> {
 }
 
 async fn access_denied(config: &Config, err: tokio_postgres::Error) -> Error {
-    let params = config.signing_params();
     let key_id = match config.token_provider().await {
-        Ok(provider) => provider
-            .access_key_id()
-            .await
-            .unwrap_or_else(|_| "<unknown>".to_owned()),
-        Err(_) => "<unknown>".to_owned(),
+        Ok(provider) => provider.access_key_id().await.ok(),
+        Err(_) => None,
     };
-    let detail = err
-        .as_db_error()
-        .and_then(|db| db.detail())
-        .map(|d| format!(" ({d})"))
-        .unwrap_or_default();
-    Error::new(
-        ErrorKind::AccessDenied,
-        format!(
-            "DSQL at {} denied access to user {:?}{detail}: the token was signed with access key id {key_id} \
-             for host {}, region {}, action {}. Check that these credentials are current, that their IAM \
-             policy allows dsql:{} on this cluster, that host and region name this cluster, and (for a \
-             role other than admin) that the role is linked to this IAM identity",
-            config.endpoint().connect_host(),
-            config.options().user,
-            params.host(),
-            params.region(),
-            params.action(),
-            params.action(),
-        ),
-    )
-    .with_source(err)
+    let text = diagnostics::AccessDenied {
+        connect_host: config.endpoint().connect_host(),
+        user: &config.options().user,
+        access_key_id: key_id.as_deref(),
+        signing: config.signing_params(),
+        server_detail: err.as_db_error().and_then(|db| db.detail()),
+    }
+    .to_string();
+    Error::new(ErrorKind::AccessDenied, text).with_source(err)
 }
 
 fn transport_error(config: &Config, err: tokio_postgres::Error) -> Error {

@@ -110,6 +110,23 @@ impl Error {
             .map(|db| classify(db.code().code(), db.message()))
     }
 
+    /// How a pool should treat this error when opening a connection failed with it: the
+    /// core's [`ConnectFailure`](dsql_auth_core::limits::ConnectFailure), whose
+    /// [`is_fatal`](dsql_auth_core::limits::ConnectFailure::is_fatal) says whether retrying can help.
+    pub fn connect_failure(&self) -> dsql_auth_core::limits::ConnectFailure {
+        use dsql_auth_core::limits::ConnectFailure as F;
+        match self.kind {
+            ErrorKind::Config => F::Config,
+            ErrorKind::Credentials => F::Credentials,
+            ErrorKind::Tls => F::Tls,
+            ErrorKind::Connect => F::Network,
+            ErrorKind::Timeout => F::Timeout,
+            ErrorKind::AccessDenied => F::AccessDenied,
+            ErrorKind::Refused => F::Refused,
+            ErrorKind::Db | ErrorKind::OccConflict => F::Rejected,
+        }
+    }
+
     /// Maps a core error (configuration, credentials, signing) to this crate's error.
     pub(crate) fn from_core(err: dsql_auth_core::Error) -> Self {
         use dsql_auth_core::ErrorKind as Core;

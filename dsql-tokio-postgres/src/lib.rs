@@ -64,7 +64,7 @@ pub mod tls;
 pub use config::{Config, ConfigBuilder, DEFAULT_APPLICATION_NAME};
 pub use connect::{DsqlConnection, connect, connect_spawned};
 pub use error::{Error, ErrorKind};
-pub use occ::{OccTransaction, transaction_with_retry};
+pub use occ::transaction_with_retry;
 pub use tls::MakeDsqlTls;
 
 /// The core types a user of this crate needs, re-exported so one dependency suffices.

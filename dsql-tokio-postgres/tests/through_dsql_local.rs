@@ -1,46 +1,34 @@
 //! dsql-tokio-postgres against dsql-local: a TLS gateway that verifies every IAM token, in front
 //! of a real PostgreSQL. Needs PostgreSQL's server binaries (`apt-get install postgresql`).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
-use dsql_local::{LocalDsql, LocalDsqlBuilder, RefusalReason};
+use dsql_local::testing::{self, guarded, start};
+use dsql_local::{LocalDsql, RefusalReason};
 use dsql_tokio_postgres::tokio_postgres;
 use dsql_tokio_postgres::{
-    Config, ErrorKind, RetryPolicy, SslMode, TokenProvider, connect, connect_spawned,
+    Config, ConnectOptions, ErrorKind, RetryPolicy, SslMode, SslNegotiation, TokenProvider,
+    connect, connect_spawned,
 };
 
-/// Hang guard only: generous, never a timing assertion.
-const GUARD: Duration = Duration::from_secs(120);
-
-async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(GUARD, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what} hung for {GUARD:?}"),
-    }
-}
-
-async fn start(builder: LocalDsqlBuilder) -> LocalDsql {
-    match builder.start().await {
-        Ok(local) => local,
-        // The harness's message names the install command (`apt-get install postgresql`).
-        Err(e) => panic!("dsql-local could not start: {e}"),
-    }
-}
-
 fn provider(local: &LocalDsql) -> TokenProvider {
-    TokenProvider::new(local.credentials())
+    testing::token_provider(local)
 }
 
-fn config_from(local: &LocalDsql, extra: &str) -> Config {
-    let url = format!("{}{extra}", local.connection_string());
-    let config: Config = url
-        .parse()
-        .unwrap_or_else(|e| panic!("connection string {url}: {e}"));
-    config.with_token_provider(provider(local))
+/// The shared harness's options for `local`, edited, with its credentials.
+fn config_with(local: &LocalDsql, edit: impl FnOnce(&mut ConnectOptions)) -> Config {
+    let mut options = testing::connect_options(local);
+    edit(&mut options);
+    Config::new(options)
+        .expect("config")
+        .with_token_provider(provider(local))
+}
+
+fn config_from(local: &LocalDsql) -> Config {
+    config_with(local, |_| {})
 }
 
 /// The error of a connection attempt that must fail (the `Connection` half has no `Debug`).
@@ -64,14 +52,14 @@ async fn verify_full_through_sslrequest_and_direct_tls() {
     guarded("tls", async {
         let local = start(LocalDsql::builder()).await;
 
-        let config = config_from(&local, "");
+        let config = config_from(&local);
         assert_eq!(config.options().sslmode, SslMode::VerifyFull);
         let client = connect_spawned(&config)
             .await
             .expect("verify-full over SSLRequest");
         assert_eq!(select_one(&client).await, 1);
 
-        let direct = config_from(&local, "&sslnegotiation=direct");
+        let direct = config_with(&local, |o| o.sslnegotiation = SslNegotiation::Direct);
         assert_eq!(
             direct.tls().client_config().alpn_protocols,
             vec![b"postgresql".to_vec()]
@@ -166,7 +154,7 @@ async fn wrong_secret_key_is_access_denied_at_once_and_names_the_key_not_the_tok
         let good = local.credentials();
         let secret = "wrong-secret-key-0123456789/+=";
         let bad = Credentials::new(good.access_key_id(), secret, None, None, "test");
-        let config = config_from(&local, "").with_token_provider(TokenProvider::new(bad));
+        let config = config_from(&local).with_token_provider(TokenProvider::new(bad));
 
         let err = connect_err(&config, "a bad signature must be refused").await;
         assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
@@ -203,7 +191,7 @@ async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
     guarded("rate limit", async {
         let local = start(LocalDsql::builder().rate_limit(5, 5)).await;
         // 40 connections at 5/s need about 7 s of queueing: the default policy must absorb it.
-        let config = config_from(&local, "");
+        let config = config_from(&local);
 
         let tasks: Vec<_> = (0..40)
             .map(|_| {
@@ -240,13 +228,25 @@ async fn rate_limited_burst_of_forty_connections_all_connect_with_retries() {
 async fn occ_helper_retries_conflicts_until_every_increment_lands() {
     guarded("occ", async {
         let local = start(LocalDsql::builder()).await;
-        let config = config_from(&local, "");
+        let config = config_from(&local);
         let setup = connect_spawned(&config).await.expect("connect");
         // DSQL: one DDL statement per transaction, DDL and DML apart.
-        setup.batch_execute("CREATE TABLE IF NOT EXISTS occ_counter (id int PRIMARY KEY, n bigint NOT NULL)").await.unwrap();
-        setup.execute("INSERT INTO occ_counter (id, n) VALUES (1, 0)", &[]).await.unwrap();
+        setup
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS occ_counter (id int PRIMARY KEY, n bigint NOT NULL)",
+            )
+            .await
+            .unwrap();
+        setup
+            .execute("INSERT INTO occ_counter (id, n) VALUES (1, 0)", &[])
+            .await
+            .unwrap();
 
-        let policy = RetryPolicy { max_attempts: 500, max_elapsed: None, ..RetryPolicy::occ() };
+        let policy = RetryPolicy {
+            max_attempts: 500,
+            max_elapsed: None,
+            ..RetryPolicy::occ()
+        };
         let runs = Arc::new(AtomicU32::new(0));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -257,13 +257,20 @@ async fn occ_helper_retries_conflicts_until_every_increment_lands() {
                     let mut client = connect_spawned(&config).await?;
                     for _ in 0..50 {
                         let runs = &runs;
-                        let after: i64 = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, |tx| {
-                            Box::pin(async move {
+                        let after: i64 = dsql_tokio_postgres::transaction_with_retry(
+                            &mut client,
+                            &policy,
+                            async |tx| {
                                 runs.fetch_add(1, Ordering::Relaxed);
-                                let row = tx.query_one("UPDATE occ_counter SET n = n + 1 WHERE id = 1 RETURNING n", &[]).await?;
-                                Ok(row.get(0))
-                            })
-                        })
+                                let row = tx
+                                    .query_one(
+                                        "UPDATE occ_counter SET n = n + 1 WHERE id = 1 RETURNING n",
+                                        &[],
+                                    )
+                                    .await?;
+                                Ok::<_, dsql_tokio_postgres::Error>(row.get(0))
+                            },
+                        )
                         .await?;
                         assert!(after >= 1);
                     }
@@ -272,12 +279,21 @@ async fn occ_helper_retries_conflicts_until_every_increment_lands() {
             })
             .collect();
         for task in tasks {
-            task.await.expect("task panicked").expect("every increment commits");
+            task.await
+                .expect("task panicked")
+                .expect("every increment commits");
         }
-        let n: i64 = setup.query_one("SELECT n FROM occ_counter WHERE id = 1", &[]).await.unwrap().get(0);
+        let n: i64 = setup
+            .query_one("SELECT n FROM occ_counter WHERE id = 1", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(n, 400);
         let runs = runs.load(Ordering::Relaxed);
-        assert!(runs > 400, "8 concurrent writers on one row must conflict and retry; closure ran {runs} times");
+        assert!(
+            runs > 400,
+            "8 concurrent writers on one row must conflict and retry; closure ran {runs} times"
+        );
     })
     .await;
 }
@@ -286,19 +302,20 @@ async fn occ_helper_retries_conflicts_until_every_increment_lands() {
 async fn occ_helper_returns_other_errors_at_once_and_gives_up_after_its_budget() {
     guarded("occ errors", async {
         let local = start(LocalDsql::builder()).await;
-        let config = config_from(&local, "");
+        let config = config_from(&local);
         let mut client = connect_spawned(&config).await.expect("connect");
         let runs = AtomicU32::new(0);
-        let err =
-            dsql_tokio_postgres::transaction_with_retry(&mut client, &RetryPolicy::occ(), |tx| {
-                let runs = &runs;
-                Box::pin(async move {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    tx.execute("SELECT * FROM no_such_table", &[]).await
-                })
-            })
-            .await
-            .expect_err("a missing table is not an OCC conflict");
+        let err = dsql_tokio_postgres::transaction_with_retry(
+            &mut client,
+            &RetryPolicy::occ(),
+            async |tx| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                tx.execute("SELECT * FROM no_such_table", &[]).await?;
+                Ok::<_, dsql_tokio_postgres::Error>(())
+            },
+        )
+        .await
+        .expect_err("a missing table is not an OCC conflict");
         assert_eq!(err.kind(), ErrorKind::Db);
         assert_eq!(err.as_db_error().map(|db| db.code().code()), Some("42P01"));
         assert_eq!(
@@ -325,19 +342,17 @@ async fn occ_helper_returns_other_errors_at_once_and_gives_up_after_its_budget()
             ..RetryPolicy::occ()
         };
         let runs = AtomicU32::new(0);
-        let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, |tx| {
-            let runs = &runs;
-            Box::pin(async move {
-                runs.fetch_add(1, Ordering::Relaxed);
-                // Take the snapshot, let a rival commit a change to the row, then write it.
-                tx.query_one("SELECT n FROM occ_hot WHERE id = 1", &[])
-                    .await?;
-                rival
-                    .execute("UPDATE occ_hot SET n = n + 1 WHERE id = 1", &[])
-                    .await?;
-                tx.execute("UPDATE occ_hot SET n = n + 10 WHERE id = 1", &[])
-                    .await
-            })
+        let err = dsql_tokio_postgres::transaction_with_retry(&mut client, &policy, async |tx| {
+            runs.fetch_add(1, Ordering::Relaxed);
+            // Take the snapshot, let a rival commit a change to the row, then write it.
+            tx.query_one("SELECT n FROM occ_hot WHERE id = 1", &[])
+                .await?;
+            rival
+                .execute("UPDATE occ_hot SET n = n + 1 WHERE id = 1", &[])
+                .await?;
+            tx.execute("UPDATE occ_hot SET n = n + 10 WHERE id = 1", &[])
+                .await?;
+            Ok::<_, dsql_tokio_postgres::Error>(())
         })
         .await
         .expect_err("conflicts on every attempt");
@@ -394,13 +409,31 @@ async fn privatelink_without_dns_signs_for_the_cluster_and_sends_its_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_options_by_name_reach_the_gateway_without_hostaddr() {
+    guarded("by name", async {
+        // The way a driver without hostaddr (sqlx) reaches dsql-local: dial `localhost`, verify
+        // it against the gateway's certificate, sign for the cluster, send amzn-cluster-id.
+        let local = start(LocalDsql::builder()).await;
+        let options = testing::connect_options_by_name(&local);
+        assert_eq!(options.hostaddr, None);
+        let config = Config::new(options)
+            .expect("config")
+            .with_token_provider(provider(&local));
+        let client = connect_spawned(&config).await.expect("connect by name");
+        assert_eq!(select_one(&client).await, 1);
+        assert_eq!(local.counters().accepted(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_settings_reach_the_server() {
     guarded("startup settings", async {
         let local = start(LocalDsql::builder()).await;
-        let config = config_from(
-            &local,
-            "&application_name=orders-service&options=-c%20statement_timeout%3D4321",
-        );
+        let config = config_with(&local, |o| {
+            o.application_name = Some("orders-service".to_owned());
+            o.options = Some("-c statement_timeout=4321".to_owned());
+        });
         let client = connect_spawned(&config).await.expect("connect");
         let app: String = client
             .query_one("SELECT current_setting('application_name')", &[])
@@ -415,7 +448,7 @@ async fn startup_settings_reach_the_server() {
             .get(0);
         assert_eq!(timeout, "4321ms");
 
-        let default = connect_spawned(&config_from(&local, ""))
+        let default = connect_spawned(&config_from(&local))
             .await
             .expect("connect");
         let app: String = default

@@ -78,16 +78,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         std::process::id()
     );
     let body = body.as_str();
-    let id: String = transaction_with_retry(&mut client, &RetryPolicy::occ(), |tx| {
-        Box::pin(async move {
-            let row = tx
-                .query_one(
-                    "INSERT INTO quickstart_notes (body) VALUES ($1) RETURNING id::text",
-                    &[&body],
-                )
-                .await?;
-            Ok(row.get(0))
-        })
+    let id: String = transaction_with_retry(&mut client, &RetryPolicy::occ(), async |tx| {
+        let row = tx
+            .query_one(
+                "INSERT INTO quickstart_notes (body) VALUES ($1) RETURNING id::text",
+                &[&body],
+            )
+            .await?;
+        Ok::<_, dsql_tokio_postgres::Error>(row.get(0))
     })
     .await?;
     println!("inserted note {id}");

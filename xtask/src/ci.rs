@@ -1,6 +1,9 @@
-//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest (the release checks
+//! that take minutes, not tens of minutes: docs, features, packaging, included).
 
 use crate::util::{Result, cargo, output, step};
+use crate::workspace::Workspace;
+use crate::{package, release_check};
 use std::process::Command;
 
 const WASM: &str = "wasm32-unknown-unknown";
@@ -39,6 +42,14 @@ pub(crate) fn run(args: &[String]) -> Result {
         ]),
     )?;
     wasm_check()?;
+    // The fast parts of `cargo xtask release-check`, so that publishing cannot rot between releases.
+    let ws = Workspace::load()?;
+    println!("\n==> release: docs (warnings denied, docs.rs settings)");
+    release_check::docs(&ws)?;
+    println!("\n==> release: features (each library crate, feature by feature)");
+    release_check::features(&ws)?;
+    println!("\n==> release: packaging");
+    package::run(&ws, true)?;
     step(
         "tests",
         cargo().args(["test", "--workspace", "--all-targets", "--locked"]),

@@ -3,15 +3,23 @@
 //! - `cargo xtask ci`: the one test command (fmt, clippy, the core alone and for wasm32, all tests).
 //! - `cargo xtask demo`: starts dsql-local and runs every example through it.
 //! - `cargo xtask bench`: criterion benches beside their anchors; writes BENCHMARKS.md.
+//! - `cargo xtask release-check [--baseline <rev>]`: everything a crates.io release needs.
+//! - `cargo xtask release`: a dry run printing the tag and publish commands, in order.
 
 mod bench;
 mod ci;
 mod demo;
+mod package;
+mod public_types;
+mod release;
+mod release_check;
+mod tools;
 mod util;
+mod workspace;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <ci | demo | bench [--quick]>";
+const USAGE: &str = "usage: cargo xtask <ci | demo | bench [--quick] | release-check [--baseline <rev>] [--only <steps>] | release>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -19,6 +27,8 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("release-check") => release_check::run(&args[1..]),
+        Some("release") => release::run(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

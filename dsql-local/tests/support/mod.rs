@@ -69,6 +69,11 @@ pub fn token(dsql: &LocalDsql, user: &str) -> String {
 }
 
 pub fn tls(dsql: &LocalDsql, direct: bool) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new(client_config(dsql, direct))
+}
+
+/// A rustls client configuration trusting the endpoint's CA (ALPN `postgresql` when `direct`).
+pub fn client_config(dsql: &LocalDsql, direct: bool) -> rustls::ClientConfig {
     let pem = std::fs::read(dsql.ca_path()).expect("CA file is readable");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&pem) {
@@ -83,7 +88,104 @@ pub fn tls(dsql: &LocalDsql, direct: bool) -> tokio_postgres_rustls::MakeRustlsC
     if direct {
         config.alpn_protocols = vec![b"postgresql".to_vec()];
     }
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    config
+}
+
+/// A raw TLS connection to the gateway (SSLRequest, SNI = the cluster host) that has sent its
+/// startup message for `user` and been asked for a password: the point where a hostile client
+/// may stall or send anything as its password.
+pub async fn at_password_prompt(
+    dsql: &LocalDsql,
+    user: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(dsql.address())
+        .await
+        .expect("TCP connect");
+    // SSLRequest: length 8, code 80877103.
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .expect("SSLRequest");
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await.expect("SSL answer");
+    assert_eq!(answer[0], b'S');
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(dsql, false)));
+    let name = rustls::pki_types::ServerName::try_from(dsql.host().to_owned()).expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let mut startup = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(
+        [("user", user), ("database", "postgres")],
+        &mut startup,
+    )
+    .expect("startup message");
+    tls.write_all(&startup).await.expect("startup");
+    tls.flush().await.expect("flush");
+    let (tag, body) = read_backend_message(&mut tls)
+        .await
+        .expect("a password request");
+    assert_eq!(
+        (tag, &body[..]),
+        (b'R', &[0u8, 0, 0, 3][..]),
+        "cleartext password request"
+    );
+    tls
+}
+
+/// One backend message (tag, body), or None at end of stream.
+pub async fn read_backend_message<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let tag = s.read_u8().await.ok()?;
+    let len = s.read_u32().await.ok()? as usize;
+    let mut body = vec![0u8; len.checked_sub(4)?];
+    s.read_exact(&mut body).await.ok()?;
+    Some((tag, body))
+}
+
+/// A PasswordMessage carrying `password`.
+pub fn password_message(password: &str) -> Vec<u8> {
+    let mut m = vec![b'p'];
+    m.extend_from_slice(&((password.len() + 5) as u32).to_be_bytes());
+    m.extend_from_slice(password.as_bytes());
+    m.push(0);
+    m
+}
+
+/// The SQLSTATE (`C` field) of an ErrorResponse body.
+pub fn sqlstate(body: &[u8]) -> String {
+    body.split(|b| *b == 0)
+        .find_map(|f| f.strip_prefix(b"C"))
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it holds, failing after [`GUARD`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {GUARD:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether this process runs as root (then PostgreSQL runs as `postgres`).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// psql, or a failure that says how to install it.
+pub fn psql() -> &'static str {
+    if std::path::Path::new("/usr/bin/psql").exists() {
+        return "/usr/bin/psql";
+    }
+    panic!("psql is not installed: apt-get install postgresql-client");
 }
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {

@@ -1,0 +1,204 @@
+//! DSQL's documented service limits, and the pool policy every pool adapter applies because of
+//! them.
+//!
+//! The limits are AWS's published quotas (2026); clients cannot change them. The pool policy is
+//! what a pool needs to live with them: connections retired before DSQL closes them at 60
+//! minutes, each at its own time; idle connections closed; connections validated on checkout;
+//! connect failures that no retry can fix reported at once.
+
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+
+/// DSQL closes every connection after 60 minutes.
+pub const MAX_CONNECTION_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Open connections per cluster (beyond it: SQLSTATE 53300, "too many open connections").
+pub const MAX_CONNECTIONS_PER_CLUSTER: u32 = 10_000;
+/// New connections per second per cluster, sustained (beyond it: SQLSTATE 53400, "rate exceeded").
+pub const CONNECTION_RATE_PER_SEC: u32 = 100;
+/// New connections per cluster in a burst, above the sustained rate.
+pub const CONNECTION_BURST: u32 = 1_000;
+/// Longest token lifetime DSQL accepts (7 days).
+pub const MAX_TOKEN_DURATION: Duration = Duration::from_secs(604_800);
+/// Token lifetime the AWS SDKs and CLI use unless told otherwise.
+pub const DEFAULT_TOKEN_DURATION: Duration = Duration::from_secs(900);
+/// Rows one transaction may modify (SQLSTATE 54000 beyond it).
+pub const MAX_ROWS_PER_TRANSACTION: u32 = 3_000;
+/// Bytes of changes one transaction may make (SQLSTATE 54000 at commit beyond it).
+pub const MAX_TRANSACTION_BYTES: u64 = 10 * 1024 * 1024;
+/// Documented maximum age of a transaction.
+pub const MAX_TRANSACTION_DURATION: Duration = Duration::from_secs(5 * 60);
+
+/// How a pool of DSQL connections behaves; [`PoolPolicy::default`] is what every pool adapter
+/// applies unless the user overrides it.
+///
+/// | setting | default | why |
+/// |---|---|---|
+/// | `max_lifetime` | 55 min | DSQL closes connections at 60 min ([`MAX_CONNECTION_DURATION`]) |
+/// | `lifetime_jitter` | 0.1 | each connection lives 49.5–55 min, so connections opened together retire apart |
+/// | `idle_timeout` | 10 min | as the official DSQL connectors |
+/// | `test_on_check_out` | true | a connection the server or network closed is replaced, not handed out |
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolPolicy {
+    /// Longest life of a pooled connection; `None` for none (DSQL still closes it at 60 min).
+    pub max_lifetime: Option<Duration>,
+    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
+    pub lifetime_jitter: f64,
+    /// Close connections idle this long; `None` to keep them.
+    pub idle_timeout: Option<Duration>,
+    /// Validate idle connections before handing them out.
+    pub test_on_check_out: bool,
+}
+
+/// Default per-connection maximum lifetime: 55 minutes, under DSQL's 60.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(55 * 60);
+/// Default lifetime jitter: each connection lives between 90% and 100% of the maximum.
+pub const DEFAULT_LIFETIME_JITTER: f64 = 0.1;
+/// Default idle timeout.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        Self {
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
+            lifetime_jitter: DEFAULT_LIFETIME_JITTER,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            test_on_check_out: true,
+        }
+    }
+}
+
+impl PoolPolicy {
+    /// Checks the settings; the error says which one is wrong and what to give instead.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |msg: String| Err(Error::new(ErrorKind::InvalidPoolSettings, msg));
+        if !(0.0..1.0).contains(&self.lifetime_jitter) {
+            return invalid(format!(
+                "lifetime jitter {} is out of range: give a fraction in [0, 1), e.g. 0.1 for lifetimes between 90% \
+                 and 100% of the maximum",
+                self.lifetime_jitter
+            ));
+        }
+        if self.max_lifetime == Some(Duration::ZERO) {
+            return invalid(
+                "max_lifetime of 0 would retire every connection at once: give a positive duration (DSQL default \
+                 55 min)"
+                    .to_owned(),
+            );
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return invalid(
+                "idle_timeout of 0 would close every idle connection at once: give a positive duration or None"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The lifetime of one new connection: `max_lifetime × (1 − jitter × random)`, `random` in
+    /// `[0, 1)` (clamped; NaN counts as 0). `None` when there is no maximum.
+    pub fn draw_lifetime(&self, random: f64) -> Option<Duration> {
+        let random = if random.is_nan() {
+            0.0
+        } else {
+            random.clamp(0.0, 1.0)
+        };
+        let jitter = if (0.0..1.0).contains(&self.lifetime_jitter) {
+            self.lifetime_jitter
+        } else {
+            0.0
+        };
+        self.max_lifetime
+            .map(|max| max.mul_f64(1.0 - jitter * random))
+    }
+}
+
+/// Why opening a connection failed, as far as a pool needs to know. Adapters map their driver's
+/// errors to it and ask [`is_fatal`](ConnectFailure::is_fatal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The configuration cannot work (endpoint, TLS files, option combination).
+    Config,
+    /// No credentials, expired credentials, or signing failed.
+    Credentials,
+    /// The TLS handshake failed (untrusted or wrong certificate).
+    Tls,
+    /// DSQL refused the token.
+    AccessDenied,
+    /// The server rejected the session for another reason (e.g. an unsupported startup parameter).
+    Rejected,
+    /// DSQL kept refusing new connections (53400/53300) for the whole connect retry budget.
+    Refused,
+    /// The network failed or the connection closed before the session was ready.
+    Network,
+    /// The connect timeout elapsed.
+    Timeout,
+}
+
+impl ConnectFailure {
+    /// True for failures that retrying cannot fix: a pool reports them to waiting callers at once
+    /// and never retries them. Network failures, timeouts and refusals may pass; the rest will
+    /// not until someone changes the configuration, the credentials or IAM.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            ConnectFailure::Config
+                | ConnectFailure::Credentials
+                | ConnectFailure::Tls
+                | ConnectFailure::AccessDenied
+                | ConnectFailure::Rejected
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_lifetimes_stay_below_dsqls_limit_and_spread() {
+        let p = PoolPolicy::default();
+        p.validate().unwrap();
+        let lo = p.draw_lifetime(0.999_999).unwrap();
+        let hi = p.draw_lifetime(0.0).unwrap();
+        assert!(hi < MAX_CONNECTION_DURATION);
+        assert_eq!(hi, DEFAULT_MAX_LIFETIME);
+        assert!(lo >= Duration::from_secs(49 * 60 + 29), "{lo:?}");
+        assert!(hi - lo > Duration::from_secs(5 * 60));
+        assert_eq!(p.draw_lifetime(f64::NAN), Some(DEFAULT_MAX_LIFETIME));
+    }
+
+    #[test]
+    fn bad_settings_are_errors() {
+        for jitter in [-0.1, 1.0, f64::NAN, f64::INFINITY] {
+            let p = PoolPolicy {
+                lifetime_jitter: jitter,
+                ..PoolPolicy::default()
+            };
+            assert_eq!(
+                p.validate().unwrap_err().kind(),
+                ErrorKind::InvalidPoolSettings
+            );
+        }
+        let zero = PoolPolicy {
+            max_lifetime: Some(Duration::ZERO),
+            ..PoolPolicy::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_lifetime")
+        );
+    }
+
+    #[test]
+    fn fatal_failures() {
+        assert!(ConnectFailure::AccessDenied.is_fatal());
+        assert!(ConnectFailure::Tls.is_fatal());
+        assert!(!ConnectFailure::Network.is_fatal());
+        assert!(!ConnectFailure::Refused.is_fatal());
+        assert!(!ConnectFailure::Timeout.is_fatal());
+    }
+}
