@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dsql_auth_core::RetryPolicy;
+use dsql_auth_core::{Clock, RetryPolicy, RetryState};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiMessage, Error, ErrorKind, Result};
@@ -167,6 +167,16 @@ fn default_io(_timeout: Duration) -> Result<Arc<dyn Io>> {
         ErrorKind::InvalidArgument,
         "no HTTP transport: pass one with ClientBuilder::io (or enable the `native` feature)",
     ))
+}
+
+/// The host's clock as the core's [`Clock`], for the retry budget.
+#[derive(Debug)]
+struct IoClock<'a>(&'a dyn Io);
+
+impl Clock for IoClock<'_> {
+    fn now(&self) -> std::time::SystemTime {
+        self.0.now()
+    }
 }
 
 /// Ids go into URL paths: accept only the characters Cloudflare ids use.
@@ -359,21 +369,17 @@ impl HyperdriveClient {
         body: Option<Secret>,
         what: &str,
     ) -> Result<Envelope> {
-        // Elapsed time from the host's clock: `Instant::now()` panics on wasm32.
-        let started = self.io.now();
-        let elapsed = || self.io.now().duration_since(started).unwrap_or_default();
-        let mut attempts: u32 = 0;
+        // The core's retry bookkeeping, timed on the host's clock (`Instant::now()` panics on
+        // wasm32); the loop stays here because a 429's retry-after may lengthen a delay.
+        let clock = IoClock(self.io.as_ref());
+        let mut retry = RetryState::start(&self.retry, &clock);
         loop {
-            attempts += 1;
+            let attempt = retry.next_attempt();
             let error = match self.attempt(method, url, body.clone(), what).await {
                 Ok(env) => return Ok(env),
                 Err(e) => e,
             };
-            if !error.is_retryable() {
-                return Err(error);
-            }
-            let Some(mut delay) = self.retry.next_delay(attempts, elapsed(), self.io.random())
-            else {
+            let Ok(mut delay) = retry.failed(error.is_retryable(), self.io.random()) else {
                 return Err(error);
             };
             if let Some(asked) = error.retry_after().filter(|a| *a > delay) {
@@ -381,13 +387,13 @@ impl HyperdriveClient {
                 if self
                     .retry
                     .max_elapsed
-                    .is_some_and(|max| elapsed() + asked > max)
+                    .is_some_and(|max| retry.elapsed() + asked > max)
                 {
                     return Err(error);
                 }
                 delay = asked;
             }
-            tracing::info!(%what, attempt = attempts, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
+            tracing::info!(%what, attempt, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
             self.io.sleep(delay).await;
         }
     }
@@ -474,13 +480,86 @@ fn required_result(env: Envelope, what: &str) -> Result<HyperdriveConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::{BoxFuture, HttpResponse, TransportError};
+    use std::sync::Mutex;
+    use std::time::SystemTime;
 
+    /// Answers from a script; time moves only when the client sleeps.
+    #[derive(Debug)]
+    struct ScriptedIo {
+        answers: Mutex<Vec<HttpResponse>>,
+        now: Mutex<SystemTime>,
+        slept: Mutex<Vec<Duration>>,
+    }
+
+    impl Io for ScriptedIo {
+        fn send(&self, _: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+            let next = self.answers.lock().unwrap().remove(0);
+            Box::pin(async move { Ok(next) })
+        }
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            self.slept.lock().unwrap().push(d);
+            *self.now.lock().unwrap() += d;
+            Box::pin(async {})
+        }
+        fn now(&self) -> SystemTime {
+            *self.now.lock().unwrap()
+        }
+        fn random(&self) -> f64 {
+            0.5
+        }
+    }
+
+    fn scripted(answers: Vec<HttpResponse>) -> Arc<ScriptedIo> {
+        Arc::new(ScriptedIo {
+            answers: Mutex::new(answers),
+            now: Mutex::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            slept: Mutex::new(Vec::new()),
+        })
+    }
+
+    const LIMITED: &str = r#"{"success":false,"errors":[{"code":971,"message":"slow down"}]}"#;
+    const EMPTY_LIST: &str = r#"{"success":true,"errors":[],"result":[]}"#;
+
+    #[test]
+    fn a_429_waits_its_retry_after_on_the_injected_clock() {
+        let io = scripted(vec![
+            HttpResponse::new(429, Some("7".into()), LIMITED),
+            HttpResponse::new(200, None, EMPTY_LIST),
+        ]);
+        let c = HyperdriveClient::builder("acc", "t")
+            .io(io.clone())
+            .build()
+            .unwrap();
+        let listed = futures_util::FutureExt::now_or_never(c.list_configs())
+            .expect("no real waiting")
+            .unwrap();
+        assert!(listed.is_empty());
+        assert_eq!(*io.slept.lock().unwrap(), vec![Duration::from_secs(7)]);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_time_budget_is_not_waited_for() {
+        let io = scripted(vec![HttpResponse::new(429, Some("600".into()), LIMITED)]);
+        let c = HyperdriveClient::builder("acc", "t")
+            .io(io.clone())
+            .build()
+            .unwrap();
+        let e = futures_util::FutureExt::now_or_never(c.list_configs())
+            .expect("no real waiting")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert!(io.slept.lock().unwrap().is_empty());
+    }
+
+    #[cfg(feature = "native")]
     #[test]
     fn debug_hides_the_token() {
         let c = HyperdriveClient::new("acc123", "very-secret-api-token").unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 
+    #[cfg(feature = "native")]
     #[test]
     fn bad_arguments_are_refused() {
         let e = HyperdriveClient::new("acc/../x", "t").unwrap_err();
