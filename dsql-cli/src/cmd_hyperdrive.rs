@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use dsql_hyperdrive::rotate::{EndpointReport, SyncReport};
+use dsql_hyperdrive::rotate::SyncReport;
 use dsql_hyperdrive::state::{format_time, parse_time};
 use dsql_hyperdrive::{HyperdriveClient, Rotator, RotatorConfig, StateFile, SyncOptions};
 
@@ -167,13 +167,7 @@ fn save_state(
     report: &SyncReport,
     dry_run: bool,
 ) -> Result<(), String> {
-    let wrote = report.endpoints.iter().any(|e| {
-        matches!(
-            e.action,
-            dsql_hyperdrive::SyncAction::Rotated | dsql_hyperdrive::SyncAction::Created
-        )
-    });
-    match (&config.state_file, dry_run || !wrote) {
+    match (&config.state_file, dry_run || !report.wrote()) {
         (Some(path), false) => state.save(path).map_err(|e| {
             format!("{e}; the passwords were written, so the next pass will rotate them again")
         }),
@@ -197,15 +191,33 @@ async fn run_loop(args: RunArgs) -> Result<(), CliError> {
             print_report(&report, args.common.output, true);
             saved
         };
-        tokio::select! {
-            result = pass => {
-                // A failed pass is reported and retried at the next tick: the process survives.
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "pass failed");
-                    eprintln!("dsql: {e}");
-                }
+        let mut pass = std::pin::pin!(pass);
+        // A signal during a pass lets it finish, so what it wrote to Cloudflare is reported and
+        // recorded in the state file; a second signal stops at once.
+        let stop = tokio::select! {
+            result = &mut pass => {
+                report_pass_error(result);
+                false
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                eprintln!(
+                    "dsql: stop requested: finishing the pass in progress (signal again to stop now)"
+                );
+                tokio::select! {
+                    result = &mut pass => report_pass_error(result),
+                    () = shutdown_signal() => {
+                        eprintln!(
+                            "dsql: stopped during a pass: passwords it wrote may be unrecorded, \
+                             so the next pass may rotate them again"
+                        );
+                        return Ok(());
+                    }
+                }
+                true
+            }
+        };
+        if stop {
+            break;
         }
         tokio::select! {
             () = tokio::time::sleep(args.interval) => {}
@@ -214,6 +226,14 @@ async fn run_loop(args: RunArgs) -> Result<(), CliError> {
     }
     eprintln!("dsql: hyperdrive rotator stopped");
     Ok(())
+}
+
+/// A failed pass is reported and retried at the next tick: the process survives.
+fn report_pass_error(result: Result<(), String>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "pass failed");
+        eprintln!("dsql: {e}");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -245,26 +265,7 @@ async fn status(args: CommonArgs) -> Result<(), CliError> {
     let statuses = rotator.status(&state, policy_now()?).await;
     let any_error = statuses.iter().any(|s| s.error.is_some());
     match args.output {
-        Output::Json => {
-            let mut doc = serde_json::Map::new();
-            for s in &statuses {
-                let r = s.recorded.as_ref();
-                doc.insert(
-                    s.name.clone(),
-                    serde_json::json!({
-                        "config_id": (s.config_ids.len() == 1).then(|| s.config_ids[0].clone()),
-                        "config_ids": s.config_ids,
-                        "last_rotation": r.map(|r| format_time(r.last_rotation)),
-                        "token_expiry": r.map(|r| format_time(r.token_expires_at)),
-                        "effective_expiry": r.map(|r| format_time(r.rotation().effective_expiry())),
-                        "due": s.due,
-                        "next_rotation": s.next_rotation.map(format_time),
-                        "error": s.error,
-                    }),
-                );
-            }
-            println!("{}", serde_json::Value::Object(doc));
-        }
+        Output::Json => println!("{}", dsql_hyperdrive::rotate::status_json(&statuses)),
         Output::Text => {
             for s in &statuses {
                 let id = if s.config_ids.is_empty() {
@@ -302,28 +303,12 @@ async fn status(args: CommonArgs) -> Result<(), CliError> {
     }
 }
 
-fn endpoint_json(e: &EndpointReport) -> serde_json::Value {
-    serde_json::json!({
-        "config_id": e.config_id,
-        "action": e.action.as_str(),
-        "token_expiry": e.token_expiry.map(format_time),
-        "effective_expiry": e.effective_expiry.map(format_time),
-        "next_rotation": e.next_rotation.map(format_time),
-        "error": e.error,
-        "warnings": e.warnings,
-    })
-}
-
 /// Prints a pass: one JSON document (one line per pass under `run`), or a line per endpoint.
 /// Warnings go to stderr in text mode. No token is ever part of a report.
 fn print_report(report: &SyncReport, output: Output, compact: bool) {
     match output {
         Output::Json => {
-            let mut doc = serde_json::Map::new();
-            for e in &report.endpoints {
-                doc.insert(e.name.clone(), endpoint_json(e));
-            }
-            let doc = serde_json::Value::Object(doc);
+            let doc = report.to_json();
             let text = if compact {
                 doc.to_string()
             } else {

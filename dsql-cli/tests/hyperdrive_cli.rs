@@ -455,10 +455,21 @@ async fn temporary_credentials_are_warned_about() {
     );
 }
 
+/// Polls `done` every 50 ms until it holds; fails after [`HANG_GUARD`] naming `what`.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(HANG_GUARD, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "timed out waiting for {what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_survives_a_failed_pass_rotates_then_stops_cleanly_on_sigterm() {
+async fn run_survives_a_failed_pass_rotates_then_finishes_the_pass_in_progress_on_sigterm() {
     let e = env().await;
-    e.fake.insert_config("orders", e.origin("admin"));
+    let id = e.fake.insert_config("orders", e.origin("admin"));
     // The first pass fails (database missing, not retried); the next one succeeds.
     e.fake.fail_config("orders", 2014, 1);
     let cfg = e.config(&["orders"], true);
@@ -468,15 +479,20 @@ async fn run_survives_a_failed_pass_rotates_then_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("dsql runs");
-    // Wait (with a hang guard) for three passes: failed (GET, PATCH), rotated (GET, PATCH),
-    // unchanged (GET).
-    let waited = tokio::time::timeout(HANG_GUARD, async {
-        while e.fake.requests().len() < 5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    // State: the second pass has written a password that works (not "stale").
+    wait_until("a rotation after the failed pass", || {
+        e.fake.writes().len() == 2 && e.fake.stored_password(&id).is_some_and(|p| p != "stale")
     })
     .await;
-    assert!(waited.is_ok(), "the rotator never wrote");
+    // The next listing is answered 429 with retry-after: the pass that gets it waits in the
+    // middle, before retrying. Once the 429 went out, that pass is in progress: stop it there.
+    e.fake.inject_rate_limit(1, 6);
+    wait_until("the injected 429 to be served", || {
+        e.fake.pending_rate_limits() == 0
+    })
+    .await;
+    // Nothing else runs now: the pass sleeps before retrying the request answered 429.
+    let served = e.fake.requests().len();
     let pid = child.id().expect("running").to_string();
     let kill = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -490,16 +506,33 @@ async fn run_survives_a_failed_pass_rotates_then_stops_cleanly_on_sigterm() {
     let run = Run::from(out);
     e.assert_no_secrets(&run);
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stderr.contains("stopped"), "{run:?}");
+    // What a SIGTERM mid-pass prints: a notice, the interrupted pass's own report (it finished:
+    // its listing was retried after the signal), then "stopped".
+    let notice = run
+        .stderr
+        .find("finishing the pass in progress")
+        .unwrap_or_else(|| panic!("no notice of the pass in progress: {run:?}"));
+    let stopped = run.stderr.find("rotator stopped").expect("stopped");
+    assert!(notice < stopped, "{run:?}");
     assert!(
         run.stdout.contains("orders: failed") && run.stdout.contains("2014"),
         "{run:?}"
     );
     assert!(run.stdout.contains("orders: rotated"), "{run:?}");
     assert!(
-        run.stdout.contains("orders: unchanged"),
-        "later passes see nothing due: {run:?}"
+        run.stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("orders: unchanged")),
+        "the interrupted pass reported, and nothing was due: {run:?}"
     );
+    let requests = e.fake.requests();
+    assert_eq!(
+        requests.len(),
+        served + 1,
+        "the listing answered 429 was retried after the signal, and no pass began after it: {requests:?}"
+    );
+    assert_eq!(requests[served].method, "GET", "{requests:?}");
     assert_eq!(
         e.fake.writes().len(),
         2,

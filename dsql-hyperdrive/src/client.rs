@@ -1,13 +1,14 @@
 //! The typed client for Cloudflare's Hyperdrive configs API: lenient envelope parsing, paginated
 //! listing, and retries with backoff and jitter where a retry can help.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use dsql_auth_core::RetryPolicy;
-use reqwest::Method;
+use dsql_auth_core::{Clock, RetryPolicy, RetryState};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiMessage, Error, ErrorKind, Result};
+use crate::io::{HttpRequest, Io, Method};
 use crate::model::{ConfigEdit, HyperdriveConfig, NewConfig};
 use crate::secret::Secret;
 
@@ -31,7 +32,7 @@ pub fn default_retry_policy() -> RetryPolicy {
 /// `Debug` shows the API base and account, never the API token.
 #[derive(Clone)]
 pub struct HyperdriveClient {
-    http: reqwest::Client,
+    io: Arc<dyn Io>,
     base: String,
     account_id: String,
     token: Secret,
@@ -47,6 +48,7 @@ impl std::fmt::Debug for HyperdriveClient {
             .field("account_id", &self.account_id)
             .field("token", &self.token)
             .field("retry", &self.retry)
+            .field("io", &self.io)
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +64,7 @@ pub struct ClientBuilder {
     per_page: u32,
     max_pages: u32,
     timeout: Duration,
+    io: Option<Arc<dyn Io>>,
 }
 
 impl ClientBuilder {
@@ -90,8 +93,17 @@ impl ClientBuilder {
     }
 
     /// Timeout of each HTTP request (default 60 s; Hyperdrive test-connects during writes).
+    /// Applies to the built-in [`NativeIo`](crate::io::NativeIo), not to an [`io`](Self::io)
+    /// given here.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The host's HTTP, timer, clock and randomness (a Cloudflare Worker passes its own).
+    /// Default: [`NativeIo`](crate::io::NativeIo) with feature `native`.
+    pub fn io(mut self, io: Arc<dyn Io>) -> Self {
+        self.io = Some(io);
         self
     }
 
@@ -105,7 +117,7 @@ impl ClientBuilder {
             ));
         }
         let base = self.base.trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&base) {
+        match url::Url::parse(&base) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
             _ => {
                 return Err(Error::new(
@@ -122,22 +134,12 @@ impl ClientBuilder {
                 "per_page must be 1..=1000 and max_pages at least 1",
             ));
         }
-        // reqwest is built without a default crypto provider: install aws-lc-rs, the one the
-        // workspace uses, unless the process already chose one.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(self.timeout)
-            .user_agent(concat!("dsql-hyperdrive/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Transport,
-                    format!("cannot build the HTTP client: {e}"),
-                )
-                .with_source(e)
-            })?;
+        let io = match self.io {
+            Some(io) => io,
+            None => default_io(self.timeout)?,
+        };
         Ok(HyperdriveClient {
-            http,
+            io,
             base,
             account_id: self.account_id,
             token: self.token,
@@ -145,6 +147,35 @@ impl ClientBuilder {
             per_page: self.per_page,
             max_pages: self.max_pages,
         })
+    }
+}
+
+#[cfg(feature = "native")]
+fn default_io(timeout: Duration) -> Result<Arc<dyn Io>> {
+    let io = crate::io::NativeIo::new(timeout).map_err(|e| {
+        Error::new(
+            ErrorKind::Transport,
+            format!("cannot build the HTTP client: {e}"),
+        )
+    })?;
+    Ok(Arc::new(io))
+}
+
+#[cfg(not(feature = "native"))]
+fn default_io(_timeout: Duration) -> Result<Arc<dyn Io>> {
+    Err(Error::new(
+        ErrorKind::InvalidArgument,
+        "no HTTP transport: pass one with ClientBuilder::io (or enable the `native` feature)",
+    ))
+}
+
+/// The host's clock as the core's [`Clock`], for the retry budget.
+#[derive(Debug)]
+struct IoClock<'a>(&'a dyn Io);
+
+impl Clock for IoClock<'_> {
+    fn now(&self) -> std::time::SystemTime {
+        self.0.now()
     }
 }
 
@@ -201,6 +232,7 @@ impl HyperdriveClient {
             per_page: 20,
             max_pages: 100,
             timeout: Duration::from_secs(60),
+            io: None,
         }
     }
 
@@ -214,6 +246,12 @@ impl HyperdriveClient {
         &self.base
     }
 
+    /// The host's I/O (HTTP, timer, clock, randomness) this client uses; the rotator signs at
+    /// its clock.
+    pub fn io(&self) -> &Arc<dyn Io> {
+        &self.io
+    }
+
     fn configs_url(&self) -> String {
         format!(
             "{}/accounts/{}/hyperdrive/configs",
@@ -225,18 +263,13 @@ impl HyperdriveClient {
     pub async fn list_configs(&self) -> Result<Vec<HyperdriveConfig>> {
         let mut all = Vec::new();
         for page in 1..=self.max_pages {
-            let query = [
-                ("page", page.to_string()),
-                ("per_page", self.per_page.to_string()),
-            ];
+            let url = format!(
+                "{}?page={page}&per_page={}",
+                self.configs_url(),
+                self.per_page
+            );
             let env = self
-                .send(
-                    Method::GET,
-                    &self.configs_url(),
-                    &query,
-                    None,
-                    "list Hyperdrive configurations",
-                )
+                .send(Method::Get, &url, None, "list Hyperdrive configurations")
                 .await?;
             let items: Vec<HyperdriveConfig> = match env.result {
                 None | Some(serde_json::Value::Null) => Vec::new(),
@@ -300,7 +333,7 @@ impl HyperdriveClient {
         check_id("configuration id", id)?;
         let url = format!("{}/{id}", self.configs_url());
         let what = format!("get Hyperdrive configuration {id}");
-        let env = self.send(Method::GET, &url, &[], None, &what).await?;
+        let env = self.send(Method::Get, &url, None, &what).await?;
         required_result(env, &what)
     }
 
@@ -309,7 +342,7 @@ impl HyperdriveClient {
         let body = to_body(config)?;
         let what = format!("create Hyperdrive configuration {:?}", config.name);
         let env = self
-            .send(Method::POST, &self.configs_url(), &[], Some(body), &what)
+            .send(Method::Post, &self.configs_url(), Some(body), &what)
             .await?;
         required_result(env, &what)
     }
@@ -320,9 +353,7 @@ impl HyperdriveClient {
         let body = to_body(edit)?;
         let url = format!("{}/{id}", self.configs_url());
         let what = format!("update Hyperdrive configuration {id}");
-        let env = self
-            .send(Method::PATCH, &url, &[], Some(body), &what)
-            .await?;
+        let env = self.send(Method::Patch, &url, Some(body), &what).await?;
         required_result(env, &what)
     }
 
@@ -335,28 +366,20 @@ impl HyperdriveClient {
         &self,
         method: Method,
         url: &str,
-        query: &[(&str, String)],
-        body: Option<serde_json::Value>,
+        body: Option<Secret>,
         what: &str,
     ) -> Result<Envelope> {
-        let started = Instant::now();
-        let mut attempts: u32 = 0;
+        // The core's retry bookkeeping, timed on the host's clock (`Instant::now()` panics on
+        // wasm32); the loop stays here because a 429's retry-after may lengthen a delay.
+        let clock = IoClock(self.io.as_ref());
+        let mut retry = RetryState::start(&self.retry, &clock);
         loop {
-            attempts += 1;
-            let error = match self
-                .attempt(method.clone(), url, query, body.as_ref(), what)
-                .await
-            {
+            let attempt = retry.next_attempt();
+            let error = match self.attempt(method, url, body.clone(), what).await {
                 Ok(env) => return Ok(env),
                 Err(e) => e,
             };
-            if !error.is_retryable() {
-                return Err(error);
-            }
-            let Some(mut delay) =
-                self.retry
-                    .next_delay(attempts, started.elapsed(), rand::random::<f64>())
-            else {
+            let Ok(mut delay) = retry.failed(error.is_retryable(), self.io.random()) else {
                 return Err(error);
             };
             if let Some(asked) = error.retry_after().filter(|a| *a > delay) {
@@ -364,14 +387,14 @@ impl HyperdriveClient {
                 if self
                     .retry
                     .max_elapsed
-                    .is_some_and(|max| started.elapsed() + asked > max)
+                    .is_some_and(|max| retry.elapsed() + asked > max)
                 {
                     return Err(error);
                 }
                 delay = asked;
             }
-            tracing::info!(%what, attempt = attempts, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
-            tokio::time::sleep(delay).await;
+            tracing::info!(%what, attempt, delay_ms = delay.as_millis() as u64, error = %error, "retrying");
+            self.io.sleep(delay).await;
         }
     }
 
@@ -379,31 +402,31 @@ impl HyperdriveClient {
         &self,
         method: Method,
         url: &str,
-        query: &[(&str, String)],
-        body: Option<&serde_json::Value>,
+        body: Option<Secret>,
         what: &str,
     ) -> Result<Envelope> {
         tracing::debug!(%method, %url, "Hyperdrive API request");
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(self.token.expose());
-        if !query.is_empty() {
-            request = request.query(query);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.map_err(|e| transport(what, e))?;
-        let status = response.status().as_u16();
+        let request = HttpRequest {
+            method,
+            url: url.to_owned(),
+            bearer: self.token.clone(),
+            json_body: body,
+        };
+        let response = self.io.send(request).await.map_err(|e| {
+            // The transport's message names the URL (base and account id), never the token.
+            Error::new(
+                ErrorKind::Transport,
+                format!("{what}: the request failed: {e}"),
+            )
+            .with_source(e)
+        })?;
+        let status = response.status;
         let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
+            .retry_after
+            .as_deref()
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response.text().await.map_err(|e| transport(what, e))?;
-        let envelope: Option<Envelope> = serde_json::from_str(&text).ok();
+        let envelope: Option<Envelope> = serde_json::from_str(&response.body).ok();
         let ok_status = (200..300).contains(&status);
         match envelope {
             Some(env) if ok_status && env.success != Some(false) => Ok(env),
@@ -425,17 +448,9 @@ impl HyperdriveClient {
     }
 }
 
-fn transport(what: &str, e: reqwest::Error) -> Error {
-    // reqwest's message names the URL (base and account id), never the Authorization header.
-    Error::new(
-        ErrorKind::Transport,
-        format!("{what}: the request failed: {e}"),
-    )
-    .with_source(e)
-}
-
-fn to_body(value: &impl serde::Serialize) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| {
+/// The JSON body; a [`Secret`] because it may carry a password.
+fn to_body(value: &impl serde::Serialize) -> Result<Secret> {
+    serde_json::to_string(value).map(Secret::new).map_err(|e| {
         Error::new(
             ErrorKind::InvalidArgument,
             format!("cannot encode the request body: {e}"),
@@ -465,13 +480,86 @@ fn required_result(env: Envelope, what: &str) -> Result<HyperdriveConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::{BoxFuture, HttpResponse, TransportError};
+    use std::sync::Mutex;
+    use std::time::SystemTime;
 
+    /// Answers from a script; time moves only when the client sleeps.
+    #[derive(Debug)]
+    struct ScriptedIo {
+        answers: Mutex<Vec<HttpResponse>>,
+        now: Mutex<SystemTime>,
+        slept: Mutex<Vec<Duration>>,
+    }
+
+    impl Io for ScriptedIo {
+        fn send(&self, _: HttpRequest) -> BoxFuture<'_, Result<HttpResponse, TransportError>> {
+            let next = self.answers.lock().unwrap().remove(0);
+            Box::pin(async move { Ok(next) })
+        }
+        fn sleep(&self, d: Duration) -> BoxFuture<'_, ()> {
+            self.slept.lock().unwrap().push(d);
+            *self.now.lock().unwrap() += d;
+            Box::pin(async {})
+        }
+        fn now(&self) -> SystemTime {
+            *self.now.lock().unwrap()
+        }
+        fn random(&self) -> f64 {
+            0.5
+        }
+    }
+
+    fn scripted(answers: Vec<HttpResponse>) -> Arc<ScriptedIo> {
+        Arc::new(ScriptedIo {
+            answers: Mutex::new(answers),
+            now: Mutex::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)),
+            slept: Mutex::new(Vec::new()),
+        })
+    }
+
+    const LIMITED: &str = r#"{"success":false,"errors":[{"code":971,"message":"slow down"}]}"#;
+    const EMPTY_LIST: &str = r#"{"success":true,"errors":[],"result":[]}"#;
+
+    #[test]
+    fn a_429_waits_its_retry_after_on_the_injected_clock() {
+        let io = scripted(vec![
+            HttpResponse::new(429, Some("7".into()), LIMITED),
+            HttpResponse::new(200, None, EMPTY_LIST),
+        ]);
+        let c = HyperdriveClient::builder("acc", "t")
+            .io(io.clone())
+            .build()
+            .unwrap();
+        let listed = futures_util::FutureExt::now_or_never(c.list_configs())
+            .expect("no real waiting")
+            .unwrap();
+        assert!(listed.is_empty());
+        assert_eq!(*io.slept.lock().unwrap(), vec![Duration::from_secs(7)]);
+    }
+
+    #[test]
+    fn a_retry_after_beyond_the_time_budget_is_not_waited_for() {
+        let io = scripted(vec![HttpResponse::new(429, Some("600".into()), LIMITED)]);
+        let c = HyperdriveClient::builder("acc", "t")
+            .io(io.clone())
+            .build()
+            .unwrap();
+        let e = futures_util::FutureExt::now_or_never(c.list_configs())
+            .expect("no real waiting")
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert!(io.slept.lock().unwrap().is_empty());
+    }
+
+    #[cfg(feature = "native")]
     #[test]
     fn debug_hides_the_token() {
         let c = HyperdriveClient::new("acc123", "very-secret-api-token").unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 
+    #[cfg(feature = "native")]
     #[test]
     fn bad_arguments_are_refused() {
         let e = HyperdriveClient::new("acc/../x", "t").unwrap_err();

@@ -21,7 +21,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use dsql_auth_core::{Action, Endpoint, SigningParams};
+use dsql_auth_core::token::MAX_EXPIRES_IN;
+use dsql_auth_core::{ConnectOptions, Endpoint, SigningParams};
 use toml::Spanned;
 
 use crate::client::DEFAULT_API_BASE;
@@ -261,24 +262,23 @@ impl RotatorConfig {
                     ),
                 ));
             }
-            let region = e.region.as_ref().map(|r| r.get_ref().as_str());
-            let endpoint = match (&e.host, &e.cluster_id) {
-                (Some(h), cid) => Endpoint::parse_with_cluster_id(
-                    h.get_ref(),
-                    region,
-                    cid.as_ref().map(|c| c.get_ref().as_str()),
-                )
-                .map_err(|x| err(Some(h.span()), key("host"), x.to_string()))?,
+            // The core's one configuration type derives the endpoint (host, or cluster id and
+            // region), the defaults (user admin, database postgres, port 5432) and what to sign.
+            let mut options = match (&e.host, &e.cluster_id) {
+                (Some(h), cid) => {
+                    let mut o = ConnectOptions::new(h.get_ref().trim());
+                    o.cluster_id = cid.as_ref().map(|c| c.get_ref().trim().to_owned());
+                    o
+                }
                 (None, Some(c)) => {
-                    if region.is_none() {
+                    if e.region.is_none() {
                         return Err(err(
                             Some(c.span()),
                             key("region"),
                             "cluster_id needs a region (or give the full host instead)".into(),
                         ));
                     }
-                    Endpoint::parse(c.get_ref(), region)
-                        .map_err(|x| err(Some(c.span()), key("cluster_id"), x.to_string()))?
+                    ConnectOptions::new(c.get_ref().trim())
                 }
                 (None, None) => {
                     return Err(err(
@@ -288,55 +288,47 @@ impl RotatorConfig {
                     ));
                 }
             };
-            let port = e.port.as_ref().map_or(5432, |p| *p.get_ref());
-            if port == 0 {
-                return Err(err(
-                    e.port.map(|p| p.span()),
-                    key("port"),
-                    "must be 1..=65535".into(),
-                ));
+            options.region = e.region.as_ref().map(|r| r.get_ref().trim().to_owned());
+            let (at, what) = match (&e.host, &e.cluster_id) {
+                (Some(h), _) => (h.span(), "host"),
+                (None, Some(c)) => (c.span(), "cluster_id"),
+                (None, None) => (table_span.clone(), "host"),
+            };
+            let endpoint = options
+                .endpoint()
+                .map_err(|x| err(Some(at), key(what), x.to_string()))?;
+            if let Some(p) = &e.port {
+                if *p.get_ref() == 0 {
+                    return Err(err(Some(p.span()), key("port"), "must be 1..=65535".into()));
+                }
+                options.port = *p.get_ref();
             }
-            let endpoint = endpoint.with_port(port);
-            let user = e
-                .user
+            let endpoint = endpoint.with_port(options.port);
+            if let Some(u) = &e.user {
+                options.user = u.get_ref().trim().to_owned();
+                if options.user.is_empty() {
+                    return Err(err(Some(u.span()), key("user"), "is empty".into()));
+                }
+            }
+            if let Some(d) = &e.database {
+                options.dbname = d.get_ref().trim().to_owned();
+                if options.dbname.is_empty() {
+                    return Err(err(Some(d.span()), key("database"), "is empty".into()));
+                }
+            }
+            // Hyperdrive keeps the password for days: the longest token DSQL allows by default.
+            options.token_duration = e
+                .expires_in
                 .as_ref()
-                .map_or("admin", |u| u.get_ref().as_str())
-                .trim()
-                .to_owned();
-            if user.is_empty() {
-                return Err(err(
-                    e.user.map(|u| u.span()),
-                    key("user"),
-                    "is empty".into(),
-                ));
-            }
-            let database = e
-                .database
-                .as_ref()
-                .map_or("postgres", |d| d.get_ref().as_str())
-                .trim()
-                .to_owned();
-            if database.is_empty() {
-                return Err(err(
-                    e.database.map(|d| d.span()),
-                    key("database"),
-                    "is empty".into(),
-                ));
-            }
-            let expires_in = e.expires_in.as_ref().map_or(604_800, |x| *x.get_ref());
-            let signing = SigningParams::new(
-                endpoint.sign_host(),
-                endpoint.region(),
-                Action::for_user(&user),
-            )
-            .and_then(|p| p.with_expires_in(Duration::from_secs(expires_in)))
-            .map_err(|x| {
+                .map_or(MAX_EXPIRES_IN, |x| Duration::from_secs(*x.get_ref()));
+            let signing = options.signing_params().map_err(|x| {
                 err(
                     e.expires_in.as_ref().map(Spanned::span),
                     key("expires_in"),
                     x.to_string(),
                 )
             })?;
+            let (user, database) = (options.user, options.dbname);
             endpoints.push(EndpointSpec {
                 name,
                 endpoint,
@@ -358,6 +350,7 @@ impl RotatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dsql_auth_core::Action;
 
     const HOST: &str = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-2.on.aws";
 

@@ -404,6 +404,11 @@ impl FakeHyperdrive {
             .extend(std::iter::repeat_n(retry_after_secs, times as usize));
     }
 
+    /// How many injected 429 answers are still to be served: 0 once the last one went out.
+    pub fn pending_rate_limits(&self) -> usize {
+        self.shared.lock().rate_limits.len()
+    }
+
     /// The next `times` requests are answered 503 with an HTML body (no envelope).
     pub fn inject_server_errors(&self, times: u32) {
         self.shared.lock().server_errors += times;

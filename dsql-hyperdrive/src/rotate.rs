@@ -110,6 +110,34 @@ impl SyncReport {
             .iter()
             .all(|e| e.action != SyncAction::Failed)
     }
+
+    /// Whether any endpoint's password was written (rotated or created).
+    pub fn wrote(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| matches!(e.action, SyncAction::Rotated | SyncAction::Created))
+    }
+
+    /// The report as JSON, one member per endpoint name (what `dsql hyperdrive sync --output
+    /// json` prints and the Worker serves). Holds no token.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut doc = serde_json::Map::new();
+        for e in &self.endpoints {
+            doc.insert(
+                e.name.clone(),
+                serde_json::json!({
+                    "config_id": e.config_id,
+                    "action": e.action.as_str(),
+                    "token_expiry": e.token_expiry.map(format_time),
+                    "effective_expiry": e.effective_expiry.map(format_time),
+                    "next_rotation": e.next_rotation.map(format_time),
+                    "error": e.error,
+                    "warnings": e.warnings,
+                }),
+            );
+        }
+        serde_json::Value::Object(doc)
+    }
 }
 
 /// Options of one pass.
@@ -122,7 +150,8 @@ pub struct SyncOptions {
     pub force: bool,
     /// Create configurations that do not exist (with the full origin).
     pub create_missing: bool,
-    /// The time the rotation policy decides at. Tokens are always signed with the system clock.
+    /// The time the rotation policy decides at. Tokens are always signed at the client's
+    /// [`Io`](crate::io::Io) clock.
     pub now: SystemTime,
 }
 
@@ -150,6 +179,14 @@ pub struct Rotator {
 
 /// Per-pass signing material: the credentials, or why they could not be loaded.
 type Creds = Result<Credentials, String>;
+
+/// One endpoint's part of a pass, decided before any write.
+enum Plan {
+    /// Nothing to write: the report says why (unchanged, failed, dry run).
+    Done(EndpointReport),
+    /// Sign and write: PATCH the configuration `id`, or create it when `None`.
+    Write { id: Option<String> },
+}
 
 fn fingerprint(spec: &EndpointSpec) -> String {
     format!(
@@ -201,6 +238,9 @@ impl Rotator {
 
     /// One pass over every endpoint. Successful writes are recorded in `state` (not in a dry run);
     /// saving it is the caller's business.
+    ///
+    /// First every endpoint is decided from the listing and `state` alone; then, only when
+    /// something must be written, the credentials are loaded once and the writes run.
     pub async fn sync(&self, state: &mut StateFile, opts: &SyncOptions) -> SyncReport {
         let configs = match self.client.list_configs().await {
             Ok(c) => c,
@@ -217,15 +257,34 @@ impl Rotator {
         for c in &configs {
             by_name.entry(c.name.as_str()).or_default().push(c);
         }
-        // Credentials are loaded once per pass and only when something must be signed.
-        let creds: async_once::Cell<Creds> = async_once::Cell::default();
-        let snapshot = state.clone();
+        let plans: Vec<Plan> = self
+            .endpoints
+            .iter()
+            .map(|spec| {
+                let found = by_name.get(spec.name.as_str()).cloned().unwrap_or_default();
+                self.plan(spec, &found, state.endpoints.get(&spec.name), opts)
+            })
+            .collect();
+        let creds: Creds = if plans.iter().any(|p| matches!(p, Plan::Write { .. })) {
+            self.credentials.provide_credentials().await.map_err(|e| {
+                format!(
+                    "cannot load AWS credentials to sign the token: {e}; configure the AWS default chain \
+                     (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance or container role)"
+                )
+            })
+        } else {
+            Err("no credentials were loaded: nothing was due".to_owned())
+        };
         let results: Vec<(EndpointReport, Option<EndpointState>)> =
-            futures_util::stream::iter(self.endpoints.iter())
-                .map(|spec| {
-                    let found = by_name.get(spec.name.as_str()).cloned().unwrap_or_default();
-                    let recorded = snapshot.endpoints.get(&spec.name);
-                    self.process(spec, found, recorded, &creds, opts)
+            futures_util::stream::iter(self.endpoints.iter().zip(plans))
+                .map(|(spec, plan)| {
+                    let creds = &creds;
+                    async move {
+                        match plan {
+                            Plan::Done(report) => (report, None),
+                            Plan::Write { id } => self.write(spec, id, creds).await,
+                        }
+                    }
                 })
                 .buffered(self.concurrency)
                 .collect()
@@ -240,28 +299,16 @@ impl Rotator {
         SyncReport { endpoints }
     }
 
-    async fn credentials(&self, cell: &async_once::Cell<Creds>) -> Creds {
-        cell.get_or_init(|| async {
-            self.credentials.provide_credentials().await.map_err(|e| {
-                format!(
-                    "cannot load AWS credentials to sign the token: {e}; configure the AWS default chain \
-                     (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance or container role)"
-                )
-            })
-        })
-        .await
-    }
-
-    async fn process(
+    /// What a pass does to one endpoint, decided without I/O.
+    fn plan(
         &self,
         spec: &EndpointSpec,
-        found: Vec<&HyperdriveConfig>,
+        found: &[&HyperdriveConfig],
         recorded: Option<&EndpointState>,
-        creds: &async_once::Cell<Creds>,
         opts: &SyncOptions,
-    ) -> (EndpointReport, Option<EndpointState>) {
+    ) -> Plan {
         let name = spec.name.as_str();
-        let existing = match found.as_slice() {
+        let existing = match found {
             [] => None,
             [one] => Some(*one),
             many => {
@@ -272,7 +319,7 @@ impl Rotator {
                     many.len(),
                     ids.join(", ")
                 );
-                return (EndpointReport::failed(name, None, msg), None);
+                return Plan::Done(EndpointReport::failed(name, None, msg));
             }
         };
         let Some(existing) = existing else {
@@ -280,22 +327,22 @@ impl Rotator {
                 let msg = format!(
                     "no Hyperdrive configuration is named {name:?}; pass --create-missing to create it"
                 );
-                return (EndpointReport::failed(name, None, msg), None);
+                return Plan::Done(EndpointReport::failed(name, None, msg));
             }
             if opts.dry_run {
-                return (EndpointReport::new(name, SyncAction::WouldCreate), None);
+                return Plan::Done(EndpointReport::new(name, SyncAction::WouldCreate));
             }
-            return self.write(spec, None, creds).await;
+            return Plan::Write { id: None };
         };
         let id = existing.id.clone();
         if let Some(msg) = origin_mismatch(spec, existing) {
-            return (EndpointReport::failed(name, Some(id), msg), None);
+            return Plan::Done(EndpointReport::failed(name, Some(id), msg));
         }
         let recorded = recorded.filter(|r| r.config_id == id && r.fingerprint == fingerprint(spec));
         let rotation = recorded.map(EndpointState::rotation);
         let decision = self
             .policy
-            .decide(rotation.as_ref(), opts.now, rand::random::<f64>());
+            .decide(rotation.as_ref(), opts.now, self.client.io().random());
         if let (
             false,
             Decision::Wait {
@@ -309,14 +356,14 @@ impl Rotator {
             report.token_expiry = rotation.map(|r| r.token_expires_at);
             report.effective_expiry = Some(effective_expiry);
             report.next_rotation = Some(rotate_at);
-            return (report, None);
+            return Plan::Done(report);
         }
         if opts.dry_run {
             let mut report = EndpointReport::new(name, SyncAction::WouldRotate);
             report.config_id = Some(id);
-            return (report, None);
+            return Plan::Done(report);
         }
-        self.write(spec, Some(id), creds).await
+        Plan::Write { id: Some(id) }
     }
 
     /// Signs a token and writes it: PATCH when `id` is known, else create.
@@ -324,14 +371,16 @@ impl Rotator {
         &self,
         spec: &EndpointSpec,
         id: Option<String>,
-        creds: &async_once::Cell<Creds>,
+        creds: &Creds,
     ) -> (EndpointReport, Option<EndpointState>) {
         let name = spec.name.as_str();
-        let creds = match self.credentials(creds).await {
+        let creds = match creds {
             Ok(c) => c,
             Err(msg) => return (EndpointReport::failed(name, id, msg), None),
         };
-        let token = match dsql_auth_core::token::sign(&spec.signing, &creds, SystemTime::now()) {
+        // Signed at the host's clock: `SystemTime::now()` panics on wasm32.
+        let at = self.client.io().now();
+        let token = match dsql_auth_core::token::sign(&spec.signing, creds, at) {
             Ok(t) => t,
             Err(e) => return (EndpointReport::failed(name, id, e), None),
         };
@@ -443,6 +492,29 @@ impl Rotator {
     }
 }
 
+/// Statuses as JSON, one member per endpoint name (what `dsql hyperdrive status --output json`
+/// prints and the Worker serves). Holds no token.
+pub fn status_json(statuses: &[EndpointStatus]) -> serde_json::Value {
+    let mut doc = serde_json::Map::new();
+    for s in statuses {
+        let r = s.recorded.as_ref();
+        doc.insert(
+            s.name.clone(),
+            serde_json::json!({
+                "config_id": (s.config_ids.len() == 1).then(|| s.config_ids[0].clone()),
+                "config_ids": s.config_ids,
+                "last_rotation": r.map(|r| format_time(r.last_rotation)),
+                "token_expiry": r.map(|r| format_time(r.token_expires_at)),
+                "effective_expiry": r.map(|r| format_time(r.rotation().effective_expiry())),
+                "due": s.due,
+                "next_rotation": s.next_rotation.map(format_time),
+                "error": s.error,
+            }),
+        );
+    }
+    serde_json::Value::Object(doc)
+}
+
 /// One endpoint as `status` sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -495,28 +567,4 @@ fn origin_mismatch(spec: &EndpointSpec, config: &HyperdriveConfig) -> Option<Str
         return bad("port", &p.to_string(), &spec.endpoint.port().to_string());
     }
     None
-}
-
-/// A value computed at most once, on first use, shared by concurrent callers.
-mod async_once {
-    use tokio::sync::OnceCell;
-
-    #[derive(Debug)]
-    pub(super) struct Cell<T>(OnceCell<T>);
-
-    impl<T> Default for Cell<T> {
-        fn default() -> Self {
-            Self(OnceCell::new())
-        }
-    }
-
-    impl<T: Clone> Cell<T> {
-        pub(super) async fn get_or_init<F, Fut>(&self, f: F) -> T
-        where
-            F: FnOnce() -> Fut,
-            Fut: std::future::Future<Output = T>,
-        {
-            self.0.get_or_init(f).await.clone()
-        }
-    }
 }

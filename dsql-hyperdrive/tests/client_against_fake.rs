@@ -320,13 +320,27 @@ async fn account_limit_and_bad_token() {
 
 #[tokio::test]
 async fn unreachable_api_is_a_transport_error() {
-    let c = HyperdriveClient::builder("acc", "tok")
+    // A token that cannot occur by chance in an error message, so its absence means something.
+    let token = "cf-api-token-0c7d1e9a4b";
+    let c = HyperdriveClient::builder("acc", token)
         .api_base("http://127.0.0.1:1/client/v4")
+        .retry_policy(dsql_auth_core::RetryPolicy::no_retry())
         .build()
         .unwrap();
     let e = c.list_configs().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transport);
-    assert!(!e.to_string().contains("tok\""));
+    assert!(
+        e.to_string().contains("127.0.0.1:1"),
+        "names the address: {e}"
+    );
+    let mut chain = format!("{e} {e:?}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        chain.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    assert!(!chain.contains(token), "the API token leaked: {chain}");
+    assert!(!format!("{c:?}").contains(token));
 }
 
 #[tokio::test]

@@ -1,0 +1,444 @@
+//! End to end: the Worker built for wasm32 and run by `wrangler dev --local` (workerd), its
+//! Cloudflare API base pointed at the fake Hyperdrive API, which test-connects every new password
+//! through dsql-local (a real PostgreSQL behind a token-verifying gateway) before accepting it.
+//!
+//! Needs `npm ci` in this crate's directory, worker-build and wasm-bindgen-cli (see build.sh)
+//! and PostgreSQL; fails with the command to run when one is missing. Built only with
+//! `--features e2e` (`cargo xtask ci` runs it).
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use dsql_hyperdrive::fake::FakeHyperdrive;
+use dsql_hyperdrive::state::parse_time;
+use dsql_local::LocalDsql;
+use serde_json::{Value, json};
+
+const CRATE: &str = env!("CARGO_MANIFEST_DIR");
+const ADMIN_TOKEN: &str = "e2e-admin-token-5b1f0c";
+const SEVEN_DAYS: Duration = Duration::from_secs(7 * 86_400);
+
+fn crate_path(rel: &str) -> PathBuf {
+    Path::new(CRATE).join(rel)
+}
+
+fn build_worker() {
+    let status = Command::new(crate_path("build.sh"))
+        .current_dir(CRATE)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {CRATE}/build.sh: {e}"));
+    assert!(
+        status.success(),
+        "building the Worker failed ({status}); build.sh printed what is missing"
+    );
+    let wasm = crate_path("build/index_bg.wasm");
+    assert!(wasm.exists(), "build.sh did not produce {}", wasm.display());
+}
+
+/// Sizes of the deployable files: raw and gzip-compressed (Cloudflare's limit is on the latter).
+fn bundle_sizes() -> (u64, u64) {
+    let mut raw = 0;
+    let mut gz = 0;
+    for entry in std::fs::read_dir(crate_path("build")).expect("build dir") {
+        let path = entry.expect("entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        raw += path.metadata().expect("metadata").len();
+        let out = Command::new("gzip")
+            .args(["-9", "-c"])
+            .arg(&path)
+            .output()
+            .expect("gzip runs");
+        gz += out.stdout.len() as u64;
+    }
+    (raw, gz)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `wrangler dev` in its own process group, stopped (with workerd) on drop.
+struct Wrangler {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Wrangler {
+    fn start(dir: &Path) -> Self {
+        let bin = crate_path("node_modules/.bin/wrangler");
+        assert!(
+            bin.exists(),
+            "wrangler is missing: run `npm ci` in {CRATE} (Node.js 20.3 or later)"
+        );
+        let port = free_port();
+        let log = dir.join("wrangler.log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(&bin)
+            .args(["dev", "--local", "--test-scheduled", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--config")
+            .arg(dir.join("wrangler.toml"))
+            .arg("--persist-to")
+            .arg(dir.join("state"))
+            .args(["--log-level", "info"])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// workerd's CPU time (user + system) so far, from /proc.
+    fn workerd_cpu(&self) -> Option<Duration> {
+        let tick = 100.0; // USER_HZ on Linux
+        let pgid = self.child.id();
+        let mut total = 0u64;
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").ok()? {
+            let Ok(entry) = entry else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            // rest: state ppid pgrp session ... utime(12) stime(13) (0-based after comm)
+            if !comm.ends_with("workerd") || fields.get(2) != Some(&pgid.to_string().as_str()) {
+                continue;
+            }
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            total += utime + stime;
+            found = true;
+        }
+        found.then(|| Duration::from_secs_f64(total as f64 / tick))
+    }
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        // The whole group: wrangler (node) and the workerd it started.
+        let _ = Command::new("kill")
+            .args(["-TERM", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for<T>(
+    what: &str,
+    wrangler: &Wrangler,
+    deadline: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}; wrangler's log:\n{}",
+            wrangler.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn status(http: &reqwest::Client, wrangler: &Wrangler) -> Option<(String, Value)> {
+    let resp = http
+        .get(format!("{}/status", wrangler.base))
+        .send()
+        .await
+        .ok()?;
+    if resp.status() != 200 {
+        return None;
+    }
+    let text = resp.text().await.ok()?;
+    let json = serde_json::from_str(&text).ok()?;
+    Some((text, json))
+}
+
+async fn trigger_cron(http: &reqwest::Client, wrangler: &Wrangler, cron: &str) {
+    let resp = http
+        .get(format!("{}/__scheduled", wrangler.base))
+        .query(&[("cron", cron)])
+        .send()
+        .await
+        .expect("wrangler answers /__scheduled");
+    assert!(
+        resp.status().is_success(),
+        "/__scheduled: {}; wrangler's log:\n{}",
+        resp.status(),
+        wrangler.log()
+    );
+}
+
+/// Waits until the recorded last pass is the one `trigger` started, and returns it.
+async fn last_pass(http: &reqwest::Client, wrangler: &Wrangler, trigger: &str) -> Value {
+    wait_for(
+        &format!("the pass {trigger:?} in /status"),
+        wrangler,
+        Duration::from_secs(120),
+        async || {
+            let (_, json) = status(http, wrangler).await?;
+            (json["last_pass"]["trigger"] == trigger).then(|| json["last_pass"].clone())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_rotates_each_due_endpoint_once_through_wrangler_dev() {
+    build_worker();
+    let (raw, gz) = bundle_sizes();
+    println!(
+        "worker bundle: {raw} bytes, {gz} bytes gzip-compressed ({:.2} MiB; free-plan limit 3 MiB)",
+        gz as f64 / 1_048_576.0
+    );
+    assert!(
+        gz < 3 * 1024 * 1024,
+        "the Worker is over the free plan's 3 MiB"
+    );
+
+    let local = LocalDsql::start().await.unwrap_or_else(|e| {
+        panic!("dsql-local could not start ({e}); it needs PostgreSQL: apt-get install postgresql")
+    });
+    let fake = FakeHyperdrive::builder()
+        .route_origin(local.host(), local.address())
+        .origin_ca(local.ca_path())
+        .start()
+        .await
+        .expect("the fake Hyperdrive API starts");
+    let origin = json!({"scheme": "postgres", "host": local.host(), "port": local.port(),
+        "database": "postgres", "user": "admin", "password": "stale"});
+    let orders = fake.insert_config("orders", origin.clone());
+    let billing = fake.insert_config("billing", origin);
+    let untouched = fake.insert_config(
+        "not-an-endpoint",
+        json!({"host": "other.example", "port": 5432, "database": "postgres", "user": "admin"}),
+    );
+
+    let creds = local.credentials();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let endpoints = format!(
+        "[[endpoint]]\nname = \"orders\"\nhost = \"{host}\"\nport = {port}\n\n\
+         [[endpoint]]\nname = \"billing\"\nhost = \"{host}\"\nport = {port}\n",
+        host = local.host(),
+        port = local.port()
+    );
+    let main = crate_path("build/index.js");
+    std::fs::write(
+        dir.path().join("wrangler.toml"),
+        format!(
+            "name = \"dsql-hyperdrive-rotator-e2e\"\nmain = {main:?}\ncompatibility_date = \"2025-09-01\"\n\n\
+             [[kv_namespaces]]\nbinding = \"ROTATOR_STATE\"\nid = \"e2e\"\n\n\
+             [vars]\nCLOUDFLARE_ACCOUNT_ID = {account:?}\nCLOUDFLARE_API_BASE_URL = {base:?}\n\
+             DSQL_HYPERDRIVE_CONFIG = '''\n{endpoints}'''\n",
+            main = main.display().to_string(),
+            account = fake.account_id(),
+            base = fake.api_base(),
+        ),
+    )
+    .expect("wrangler.toml");
+    let mut secrets = format!(
+        "CLOUDFLARE_API_TOKEN={}\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nADMIN_TOKEN={ADMIN_TOKEN}\n",
+        fake.api_token(),
+        creds.access_key_id(),
+        creds.secret_access_key()
+    );
+    if let Some(session) = creds.session_token() {
+        secrets.push_str(&format!("AWS_SESSION_TOKEN={session}\n"));
+    }
+    std::fs::write(dir.path().join(".dev.vars"), secrets).expect(".dev.vars");
+
+    let wrangler = Wrangler::start(dir.path());
+    let http = reqwest::Client::new();
+    let (_, first) = wait_for(
+        "wrangler dev to serve /status",
+        &wrangler,
+        Duration::from_secs(240),
+        async || status(&http, &wrangler).await,
+    )
+    .await;
+    assert_eq!(first["last_pass"], Value::Null, "{first}");
+    assert_eq!(first["endpoints"]["orders"]["due"], true, "{first}");
+
+    // First cron: both endpoints are due; the first API call is answered 429 and retried.
+    fake.clear_requests();
+    fake.inject_rate_limit(1, 1);
+    let before = SystemTime::now();
+    trigger_cron(&http, &wrangler, "17 * * * *").await;
+    let pass = last_pass(&http, &wrangler, "cron 17 * * * *").await;
+    assert_eq!(pass["ok"], true, "{pass}");
+    for name in ["orders", "billing"] {
+        let e = &pass["endpoints"][name];
+        assert_eq!(e["action"], "rotated", "{name}: {pass}");
+        let expiry = parse_time(e["token_expiry"].as_str().expect("token_expiry")).unwrap();
+        let life = expiry.duration_since(before).unwrap_or_default();
+        assert!(
+            life <= SEVEN_DAYS + Duration::from_secs(5)
+                && life >= SEVEN_DAYS - Duration::from_secs(300),
+            "{name}: a 7-day token expected, expiry {e}"
+        );
+    }
+    let requests = fake.requests();
+    let lists = requests
+        .iter()
+        .take_while(|r| r.method == "GET")
+        .filter(|r| r.path.ends_with("/hyperdrive/configs"))
+        .count();
+    assert!(
+        lists >= 2,
+        "the 429 answer to the first listing was retried: {requests:?}"
+    );
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 2, "one PATCH per due endpoint: {writes:?}");
+    let mut passwords = Vec::new();
+    for w in &writes {
+        assert_eq!(w.method, "PATCH", "{w:?}");
+        let body = w.body.clone().expect("a body");
+        let password = body["origin"]["password"]
+            .as_str()
+            .expect("a password")
+            .to_owned();
+        assert_eq!(
+            body,
+            json!({"origin": {"password": password}}),
+            "password only"
+        );
+        assert!(
+            password.starts_with(local.host())
+                && password.contains("Action=DbConnectAdmin")
+                && password.contains("X-Amz-Expires=604800"),
+            "a 7-day admin token for the cluster host"
+        );
+        passwords.push(password);
+    }
+    let mut patched: Vec<&str> = writes
+        .iter()
+        .map(|w| w.path.rsplit('/').next().unwrap())
+        .collect();
+    patched.sort_unstable();
+    let mut expected = vec![orders.as_str(), billing.as_str()];
+    expected.sort_unstable();
+    assert_eq!(patched, expected);
+    assert_eq!(
+        fake.test_connects(),
+        vec![
+            (local.host().to_owned(), Ok(())),
+            (local.host().to_owned(), Ok(()))
+        ],
+        "dsql-local accepted both tokens"
+    );
+    assert_eq!(fake.stored_password(&untouched), None);
+
+    // Second cron inside the due window: nothing is written.
+    fake.clear_requests();
+    trigger_cron(&http, &wrangler, "47 * * * *").await;
+    let pass = last_pass(&http, &wrangler, "cron 47 * * * *").await;
+    assert_eq!(pass["ok"], true, "{pass}");
+    assert_eq!(pass["endpoints"]["orders"]["action"], "unchanged", "{pass}");
+    assert_eq!(
+        pass["endpoints"]["billing"]["action"], "unchanged",
+        "{pass}"
+    );
+    assert_eq!(fake.writes(), Vec::new(), "nothing is due");
+
+    // Status: the result, and no secret.
+    let (text, doc) = status(&http, &wrangler).await.expect("status");
+    assert_eq!(
+        doc["endpoints"]["orders"]["config_id"],
+        orders.as_str(),
+        "{doc}"
+    );
+    assert_eq!(doc["endpoints"]["orders"]["due"], false, "{doc}");
+    assert!(
+        doc["endpoints"]["billing"]["last_rotation"].is_string(),
+        "{doc}"
+    );
+    assert!(
+        doc["endpoints"]["billing"]["next_rotation"].is_string(),
+        "{doc}"
+    );
+    let mut secrets: Vec<String> = passwords.clone();
+    secrets.push(fake.api_token().to_owned());
+    secrets.push(creds.secret_access_key().to_owned());
+    secrets.push(ADMIN_TOKEN.to_owned());
+    secrets.extend(creds.session_token().map(str::to_owned));
+    for (i, s) in secrets.iter().enumerate() {
+        // Signatures are the part of a token that must never show.
+        let needle = s.rsplit('=').next().unwrap_or(s);
+        assert!(!text.contains(needle), "secret #{i} in /status");
+    }
+
+    // Manual rotation: refused without the admin token, forced with it.
+    let rotate = format!("{}/rotate", wrangler.base);
+    let resp = http.post(&rotate).send().await.expect("POST /rotate");
+    assert_eq!(resp.status(), 401);
+    let resp = http
+        .post(&rotate)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .expect("POST /rotate");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(fake.writes(), Vec::new());
+
+    // CPU time per rotation, measured on workerd (the Worker's runtime) over forced passes.
+    let cpu_before = wrangler.workerd_cpu();
+    let passes = 5;
+    for _ in 0..passes {
+        let resp = http
+            .post(format!("{rotate}?force=true"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("POST /rotate");
+        let status = resp.status();
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["endpoints"]["orders"]["action"], "rotated", "{body}");
+    }
+    assert_eq!(
+        fake.writes().len(),
+        2 * passes,
+        "forced: every endpoint, every pass"
+    );
+    if let (Some(a), Some(b)) = (cpu_before, wrangler.workerd_cpu()) {
+        let per_pass = b.saturating_sub(a) / passes as u32;
+        println!(
+            "workerd CPU per forced pass of 2 endpoints (list + 2 signings + 2 PATCHes + KV): {per_pass:?}"
+        );
+    }
+}
