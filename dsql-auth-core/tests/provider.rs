@@ -410,5 +410,8 @@ async fn token_schedule_reports_the_cached_tokens_refresh_and_usable_times() {
     let schedule = provider.token_schedule(&params).expect("cached");
     // 80% of 900 s; margin min(30 s, 900/4).
     assert_eq!(schedule.refresh_at, start + Duration::from_secs(720));
-    assert_eq!(schedule.usable_until, token.expires_at() - Duration::from_secs(30));
+    assert_eq!(
+        schedule.usable_until,
+        token.expires_at() - Duration::from_secs(30)
+    );
 }
