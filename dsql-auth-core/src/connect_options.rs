@@ -160,7 +160,7 @@ pub struct ConnectOptions {
     /// DSQL hostname, bare cluster id, or custom host (never rewritten).
     pub host: String,
     /// IP address to connect to instead of resolving `host` (TLS SNI and signing still use `host`).
-    pub hostaddr: Option<String>,
+    pub hostaddr: Option<IpAddr>,
     /// Port (default 5432).
     pub port: u16,
     /// Database role (default `admin`).
@@ -328,6 +328,96 @@ impl ConnectOptions {
         }
     }
 
+    /// Sets `region` (builder style; every setter is named after its connection-string key).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets `cluster_id`: sign for `<id>.dsql.<region>.on.aws` while connecting to `host`.
+    pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
+        self.cluster_id = Some(cluster_id.into());
+        self
+    }
+
+    /// Sets `hostaddr`: the address to dial; TLS and signing still use `host`.
+    pub fn hostaddr(mut self, hostaddr: IpAddr) -> Self {
+        self.hostaddr = Some(hostaddr);
+        self
+    }
+
+    /// Sets `port`.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets `user` (the database role; `admin` signs `DbConnectAdmin`, any other `DbConnect`).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+
+    /// Sets `dbname`.
+    pub fn dbname(mut self, dbname: impl Into<String>) -> Self {
+        self.dbname = dbname.into();
+        self
+    }
+
+    /// Sets `profile`: the AWS profile the default credential chain reads.
+    pub fn profile(mut self, profile: impl Into<String>) -> Self {
+        self.profile = Some(profile.into());
+        self
+    }
+
+    /// Sets the token lifetime (`token_duration_secs`; 1 s to 7 days).
+    pub fn token_duration(mut self, duration: Duration) -> Self {
+        self.token_duration = duration;
+        self
+    }
+
+    /// Sets `action`, overriding the choice by user.
+    pub fn action(mut self, action: Action) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    /// Sets `sslmode`.
+    pub fn sslmode(mut self, mode: SslMode) -> Self {
+        self.sslmode = mode;
+        self
+    }
+
+    /// Sets `sslrootcert`: a PEM file of trusted roots.
+    pub fn sslrootcert(mut self, path: impl Into<PathBuf>) -> Self {
+        self.sslrootcert = Some(path.into());
+        self
+    }
+
+    /// Sets `sslnegotiation`.
+    pub fn sslnegotiation(mut self, negotiation: SslNegotiation) -> Self {
+        self.sslnegotiation = negotiation;
+        self
+    }
+
+    /// Sets `application_name`.
+    pub fn application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = Some(name.into());
+        self
+    }
+
+    /// Sets `connect_timeout`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Sets `options` (startup options, `-c name=value ...`).
+    pub fn options(mut self, options: impl Into<String>) -> Self {
+        self.options = Some(options.into());
+        self
+    }
+
     /// Parses a URL or key/value connection string without reading the environment.
     pub fn parse(s: &str) -> Result<Self, Error> {
         Self::parse_with_env(s, |_| None)
@@ -365,14 +455,14 @@ impl ConnectOptions {
 
     /// The IAM action: the override if set, else `DbConnectAdmin` for `admin` and `DbConnect`
     /// for every other user.
-    pub fn action(&self) -> Action {
+    pub fn effective_action(&self) -> Action {
         self.action.unwrap_or_else(|| Action::for_user(&self.user))
     }
 
     /// What to sign: the endpoint's sign host and region, the action and the token lifetime.
     pub fn signing_params(&self) -> Result<SigningParams, Error> {
         let ep = self.endpoint()?;
-        SigningParams::new(ep.sign_host(), ep.region(), self.action())?
+        SigningParams::new(ep.sign_host(), ep.region(), self.effective_action())?
             .with_expires_in(self.token_duration)
     }
 
@@ -430,7 +520,7 @@ impl fmt::Display for ConnectOptions {
             Ok(())
         };
         if let Some(v) = &self.hostaddr {
-            param(f, "hostaddr", v)?;
+            param(f, "hostaddr", &v.to_string())?;
         }
         if let Some(v) = &self.region {
             param(f, "region", v)?;
@@ -841,12 +931,12 @@ fn build(mut given: Given) -> Result<ConnectOptions, Error> {
                     .strip_prefix('[')
                     .and_then(|v| v.strip_suffix(']'))
                     .unwrap_or(&value);
-                if ip.parse::<IpAddr>().is_err() {
+                let Ok(ip) = ip.parse::<IpAddr>() else {
                     return Err(bad(
                         "is not an IP address: hostaddr takes a numeric IPv4 or IPv6 address",
                     ));
-                }
-                opts.hostaddr = Some(ip.to_owned());
+                };
+                opts.hostaddr = Some(ip);
             }
             Key::Port => {
                 opts.port = value

@@ -37,7 +37,7 @@ fn defaults() {
     assert_eq!(o.token_duration, Duration::from_secs(900));
     assert_eq!(o.sslmode, SslMode::VerifyFull);
     assert_eq!(o.sslnegotiation, SslNegotiation::Postgres);
-    assert_eq!(o.action(), Action::DbConnectAdmin);
+    assert_eq!(o.effective_action(), Action::DbConnectAdmin);
     let p = o.signing_params().unwrap();
     assert_eq!(p.host(), HOST);
     assert_eq!(p.region(), "us-east-1");
@@ -62,10 +62,10 @@ fn full_url() {
     assert_eq!(o.application_name.as_deref(), Some("svc"));
     assert_eq!(o.connect_timeout, Some(Duration::from_secs(7)));
     assert_eq!(o.options.as_deref(), Some("-c search_path=app"));
-    assert_eq!(o.hostaddr.as_deref(), Some("10.0.0.5"));
+    assert_eq!(o.hostaddr, Some("10.0.0.5".parse().unwrap()));
     assert_eq!(o.profile.as_deref(), Some("prod"));
     assert_eq!(o.token_duration, Duration::from_secs(600));
-    assert_eq!(o.action(), Action::DbConnect);
+    assert_eq!(o.effective_action(), Action::DbConnect);
     let ep = o.endpoint().unwrap();
     assert_eq!(ep.port(), 6543);
     assert_eq!(ep.connect_host(), HOST);
@@ -310,15 +310,15 @@ fn accepted_values() {
     assert_eq!(o.token_duration, Duration::from_secs(604_800));
     assert_eq!(o.action, Some(Action::DbConnect));
     assert_eq!(
-        o.action(),
+        o.effective_action(),
         Action::DbConnect,
         "the override beats the user rule"
     );
     let o = parse(&format!(
         "host={HOST} user=app action=DbConnectAdmin hostaddr=[::1] token_duration_secs=1"
     ));
-    assert_eq!(o.action(), Action::DbConnectAdmin);
-    assert_eq!(o.hostaddr.as_deref(), Some("::1"));
+    assert_eq!(o.effective_action(), Action::DbConnectAdmin);
+    assert_eq!(o.hostaddr, Some("::1".parse().unwrap()));
     assert_eq!(
         o.signing_params().unwrap().expires_in(),
         Duration::from_secs(1)
@@ -328,15 +328,15 @@ fn accepted_values() {
 #[test]
 fn action_follows_the_user_exactly() {
     assert_eq!(
-        parse(&format!("host={HOST} user=admin")).action(),
+        parse(&format!("host={HOST} user=admin")).effective_action(),
         Action::DbConnectAdmin
     );
     assert_eq!(
-        parse(&format!("host={HOST} user=Admin")).action(),
+        parse(&format!("host={HOST} user=Admin")).effective_action(),
         Action::DbConnect
     );
     assert_eq!(
-        parse(&format!("host={HOST} user=app")).action(),
+        parse(&format!("host={HOST} user=app")).effective_action(),
         Action::DbConnect
     );
 }
@@ -411,7 +411,7 @@ fn environment_fallbacks() {
     ]);
     let o = ConnectOptions::parse_with_env("", &vars).unwrap();
     assert_eq!(o.host, HOST);
-    assert_eq!(o.hostaddr.as_deref(), Some("10.1.1.1"));
+    assert_eq!(o.hostaddr, Some("10.1.1.1".parse().unwrap()));
     assert_eq!(o.port, 6432);
     assert_eq!(o.user, "envuser");
     assert_eq!(o.dbname, "envdb");
@@ -514,7 +514,7 @@ fn display_is_a_canonical_url() {
     o.connect_timeout = Some(Duration::from_secs(3));
     o.sslrootcert = Some("/tmp/my ca.pem".into());
     o.options = Some("-c a=b".into());
-    o.hostaddr = Some("127.0.0.1".into());
+    o.hostaddr = Some("127.0.0.1".parse().unwrap());
     o.profile = Some("p".into());
     let s = o.to_string();
     assert!(

@@ -384,8 +384,8 @@ fn connect_options() -> impl Strategy<Value = ConnectOptions> {
     let part1 = (
         host(),
         prop::option::of(prop_oneof![
-            any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
-            any::<std::net::Ipv6Addr>().prop_map(|ip| ip.to_string()),
+            any::<std::net::Ipv4Addr>().prop_map(std::net::IpAddr::from),
+            any::<std::net::Ipv6Addr>().prop_map(std::net::IpAddr::from),
         ]),
         1u16..=65535,
         text(),

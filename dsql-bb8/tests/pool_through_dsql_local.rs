@@ -283,14 +283,15 @@ async fn timeout_carries_the_last_connect_failure() {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let config = Config::builder("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")
-            .hostaddr("127.0.0.1")
-            .port(port)
-            .token_provider(TokenProvider::new(Credentials::new(
-                "AKID", "secret", None, None, "test",
-            )))
-            .build()
-            .expect("config");
+        let config = Config::new(
+            ConnectOptions::new("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws")
+                .hostaddr([127, 0, 0, 1].into())
+                .port(port),
+        )
+        .expect("config")
+        .with_token_provider(TokenProvider::new(Credentials::new(
+            "AKID", "secret", None, None, "test",
+        )));
         let pool = PoolBuilder::new()
             .connection_timeout(Duration::from_millis(800))
             .build(config)

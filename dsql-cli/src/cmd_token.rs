@@ -224,7 +224,7 @@ fn render(
                 "port": ep.port(),
                 "database": opts.dbname,
                 "region": ep.region(),
-                "action": opts.action().as_str(),
+                "action": opts.effective_action().as_str(),
                 "user": opts.user,
                 "signed_at": rfc3339(token.signed_at())?,
                 "expires_at": rfc3339(token.expires_at())?,

@@ -53,26 +53,24 @@ pub async fn guarded<T>(what: &str, fut: impl Future<Output = T>) -> T {
 /// `hostaddr` = the gateway's address, its port, `sslrootcert` = its CA, verify-full, user
 /// `admin`, database `postgres`, its region.
 pub fn connect_options(local: &LocalDsql) -> ConnectOptions {
-    let mut options = ConnectOptions::new(local.host());
-    options.hostaddr = Some(local.address().ip().to_string());
-    options.port = local.port();
-    options.region = Some(local.region().to_owned());
-    options.sslrootcert = Some(local.ca_path().to_path_buf());
-    options.sslmode = SslMode::VerifyFull;
-    options
+    ConnectOptions::new(local.host())
+        .hostaddr(local.address().ip())
+        .port(local.port())
+        .region(local.region())
+        .sslrootcert(local.ca_path())
+        .sslmode(SslMode::VerifyFull)
 }
 
 /// Options that reach `local` by a name its certificate carries ([`LOCAL_NAME`]), without
 /// `hostaddr`: `cluster_id` and `region` make the token signed for the cluster host and add
 /// `-c amzn-cluster-id=<id>` to the startup options. Verify-full against [`LOCAL_NAME`].
 pub fn connect_options_by_name(local: &LocalDsql) -> ConnectOptions {
-    let mut options = ConnectOptions::new(LOCAL_NAME);
-    options.port = local.port();
-    options.region = Some(local.region().to_owned());
-    options.cluster_id = Some(local.cluster_id().to_owned());
-    options.sslrootcert = Some(local.ca_path().to_path_buf());
-    options.sslmode = SslMode::VerifyFull;
-    options
+    ConnectOptions::new(LOCAL_NAME)
+        .port(local.port())
+        .region(local.region())
+        .cluster_id(local.cluster_id())
+        .sslrootcert(local.ca_path())
+        .sslmode(SslMode::VerifyFull)
 }
 
 /// A token provider signing with the credentials `local` accepts.

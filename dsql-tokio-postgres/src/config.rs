@@ -1,15 +1,11 @@
-//! [`Config`]: a DSQL connection configuration, from a connection string or a builder.
+//! [`Config`]: the core's [`ConnectOptions`] plus a token provider and the TLS connector.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use dsql_auth_core::{
-    Action, AuthToken, ConnectOptions, Endpoint, RetryPolicy, SigningParams, SslMode,
-    SslNegotiation, TokenProvider,
+    AuthToken, ConnectOptions, Endpoint, RetryPolicy, SigningParams, SslNegotiation, TokenProvider,
 };
 use tokio::sync::OnceCell;
 
@@ -30,12 +26,13 @@ pub const DEFAULT_APPLICATION_NAME: &str = "dsql-tokio-postgres";
 /// use dsql_tokio_postgres::Config;
 /// // From a connection string (URL or libpq key=value), credentials from the AWS default chain:
 /// let config: Config = "postgres://admin@abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws/postgres".parse()?;
-/// // Or with the builder:
-/// let config = Config::builder("abcdefghijklmnopqrstuvwxyz")
+/// // Or from the core's options, built with setters named after the connection-string keys:
+/// use dsql_tokio_postgres::ConnectOptions;
+/// let options = ConnectOptions::new("abcdefghijklmnopqrstuvwxyz")
 ///     .region("us-east-1")
 ///     .user("app_user")
-///     .application_name("orders-service")
-///     .build()?;
+///     .application_name("orders-service");
+/// let config = Config::new(options)?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -90,17 +87,6 @@ impl Config {
         Config::new(options)
     }
 
-    /// A builder for `host`: a DSQL hostname, a bare cluster id (with `region`), or a custom host
-    /// such as a PrivateLink endpoint or a proxy (with `region`, and `cluster_id` if it is not a
-    /// DSQL hostname).
-    pub fn builder(host: impl Into<String>) -> ConfigBuilder {
-        ConfigBuilder {
-            options: ConnectOptions::new(host.into()),
-            provider: None,
-            connect_retry: None,
-        }
-    }
-
     fn with_endpoint(options: ConnectOptions, endpoint: Endpoint) -> Result<Self, Error> {
         let signing = options.signing_params().map_err(Error::from_core)?;
 
@@ -121,13 +107,7 @@ impl Config {
                 SslNegotiation::Direct => tokio_postgres::config::SslNegotiation::Direct,
                 SslNegotiation::Postgres => tokio_postgres::config::SslNegotiation::Postgres,
             });
-        if let Some(addr) = &options.hostaddr {
-            let ip: IpAddr = addr.trim_start_matches('[').trim_end_matches(']').parse().map_err(|_| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("hostaddr {addr:?} is not an IP address: give a numeric IPv4 or IPv6 address (libpq semantics), or leave it out to resolve host"),
-                )
-            })?;
+        if let Some(ip) = options.hostaddr {
             pg.hostaddr(ip);
         }
         if let Some(timeout) = options.connect_timeout {
@@ -243,138 +223,13 @@ async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Err
     ))
 }
 
-/// Builds a [`Config`] option by option. Each connection setting has the name of its
-/// connection-string key; `token_provider` and `connect_retry` have no string form.
-#[derive(Debug)]
-#[must_use]
-pub struct ConfigBuilder {
-    options: ConnectOptions,
-    provider: Option<TokenProvider>,
-    connect_retry: Option<RetryPolicy>,
-}
-
-impl ConfigBuilder {
-    /// AWS region (required for bare cluster ids and custom hosts; must agree with a DSQL hostname).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.options.region = Some(region.into());
-        self
-    }
-
-    /// The cluster id, for hosts that do not carry it (PrivateLink endpoint without DNS): the
-    /// token is then signed for `<cluster_id>.dsql.<region>.on.aws` and `amzn-cluster-id` is sent.
-    pub fn cluster_id(mut self, cluster_id: impl Into<String>) -> Self {
-        self.options.cluster_id = Some(cluster_id.into());
-        self
-    }
-
-    /// The IP address to connect to; `host` is still used for TLS (SNI, certificate) and signing.
-    pub fn hostaddr(mut self, hostaddr: impl Into<String>) -> Self {
-        self.options.hostaddr = Some(hostaddr.into());
-        self
-    }
-
-    /// Port (default 5432).
-    pub fn port(mut self, port: u16) -> Self {
-        self.options.port = port;
-        self
-    }
-
-    /// Database role (default `admin`, which signs `DbConnectAdmin`; any other role `DbConnect`).
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.options.user = user.into();
-        self
-    }
-
-    /// Database name (default `postgres`, the only one DSQL has).
-    pub fn dbname(mut self, dbname: impl Into<String>) -> Self {
-        self.options.dbname = dbname.into();
-        self
-    }
-
-    /// Named AWS profile for the default credential chain.
-    pub fn profile(mut self, profile: impl Into<String>) -> Self {
-        self.options.profile = Some(profile.into());
-        self
-    }
-
-    /// Token lifetime (default 900 s, at most 7 days). A token is only checked when a connection
-    /// opens, so short lifetimes are fine.
-    pub fn token_duration(mut self, duration: Duration) -> Self {
-        self.options.token_duration = duration;
-        self
-    }
-
-    /// Overrides the action signed for (default: `DbConnectAdmin` for `admin`, else `DbConnect`).
-    pub fn action(mut self, action: Action) -> Self {
-        self.options.action = Some(action);
-        self
-    }
-
-    /// TLS verification (default verify-full).
-    pub fn sslmode(mut self, mode: SslMode) -> Self {
-        self.options.sslmode = mode;
-        self
-    }
-
-    /// A PEM file with the only CAs to trust (libpq semantics); `system` for the system roots.
-    pub fn sslrootcert(mut self, path: impl Into<PathBuf>) -> Self {
-        self.options.sslrootcert = Some(path.into());
-        self
-    }
-
-    /// `Postgres` (SSLRequest first, the default) or `Direct` (TLS at once, ALPN `postgresql`).
-    pub fn sslnegotiation(mut self, negotiation: SslNegotiation) -> Self {
-        self.options.sslnegotiation = negotiation;
-        self
-    }
-
-    /// `application_name` sent at startup (default [`DEFAULT_APPLICATION_NAME`]).
-    pub fn application_name(mut self, name: impl Into<String>) -> Self {
-        self.options.application_name = Some(name.into());
-        self
-    }
-
-    /// Time limit for opening one connection: TCP, TLS and authentication together.
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.options.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Startup `options` (for example `-c search_path=app`); DSQL rejects parameters it does not support.
-    pub fn options(mut self, options: impl Into<String>) -> Self {
-        self.options.options = Some(options.into());
-        self
-    }
-
-    /// Token provider to use instead of the AWS default chain.
-    pub fn token_provider(mut self, provider: TokenProvider) -> Self {
-        self.provider = Some(provider);
-        self
-    }
-
-    /// Retry policy for connect refusals (default [`RetryPolicy::connect`]).
-    pub fn connect_retry(mut self, policy: RetryPolicy) -> Self {
-        self.connect_retry = Some(policy);
-        self
-    }
-
-    /// Validates and builds the configuration.
-    pub fn build(self) -> Result<Config, Error> {
-        let mut config = Config::new(self.options)?;
-        if let Some(provider) = self.provider {
-            config = config.with_token_provider(provider);
-        }
-        if let Some(policy) = self.connect_retry {
-            config = config.with_connect_retry(policy);
-        }
-        Ok(config)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use aws_credential_types::Credentials;
+    use dsql_auth_core::{Action, SslMode};
+    use std::net::IpAddr;
+    use std::time::Duration;
 
     const HOST: &str = "abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws";
 
@@ -441,8 +296,8 @@ mod tests {
     }
 
     #[test]
-    fn builder_covers_the_options() {
-        let config = Config::builder("abcdefghijklmnopqrstuvwxyz")
+    fn core_options_cover_the_settings() {
+        let options = ConnectOptions::new("abcdefghijklmnopqrstuvwxyz")
             .region("eu-west-1")
             .user("admin")
             .dbname("postgres")
@@ -453,11 +308,11 @@ mod tests {
             .sslnegotiation(SslNegotiation::Direct)
             .application_name("svc")
             .connect_timeout(Duration::from_secs(3))
-            .options("-c statement_timeout=1000")
-            .token_provider(provider())
-            .connect_retry(RetryPolicy::no_retry())
-            .build()
-            .unwrap();
+            .options("-c statement_timeout=1000");
+        let config = Config::new(options)
+            .unwrap()
+            .with_token_provider(provider())
+            .with_connect_retry(RetryPolicy::no_retry());
         assert_eq!(
             config.endpoint().connect_host(),
             "abcdefghijklmnopqrstuvwxyz.dsql.eu-west-1.on.aws"
@@ -475,13 +330,14 @@ mod tests {
 
     #[test]
     fn privatelink_endpoint_signs_for_the_cluster_and_sends_its_id() {
-        let config = Config::builder(
-            "vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com",
+        let config = Config::new(
+            ConnectOptions::new(
+                "vpce-0123456789abcdef0-abcdefgh.dsql-fnh4.us-east-1.vpce.amazonaws.com",
+            )
+            .cluster_id("abcdefghijklmnopqrstuvwxyz")
+            .region("us-east-1")
+            .options("-c search_path=app"),
         )
-        .cluster_id("abcdefghijklmnopqrstuvwxyz")
-        .region("us-east-1")
-        .options("-c search_path=app")
-        .build()
         .unwrap();
         assert_eq!(config.signing_params().host(), HOST);
         assert_eq!(

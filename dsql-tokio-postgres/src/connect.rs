@@ -203,7 +203,6 @@ fn transport_error(config: &Config, err: tokio_postgres::Error) -> Error {
             config
                 .options()
                 .hostaddr
-                .as_deref()
                 .map(|a| format!(" (address {a})"))
                 .unwrap_or_default()
         )

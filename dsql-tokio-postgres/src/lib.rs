@@ -15,7 +15,8 @@
 //! # Configuration
 //!
 //! [`Config`] comes from a connection string (URL `postgres://…` or libpq `key=value`) or from
-//! [`Config::builder`]. Besides host, port, user and dbname it understands the DSQL keys
+//! the core's [`ConnectOptions`] (setters named after the connection-string keys) with
+//! [`Config::new`]. Besides host, port, user and dbname it understands the DSQL keys
 //! (`region`, `profile`, `token_duration_secs`, `cluster_id`) and the libpq keys a DSQL user needs:
 //! `hostaddr`, `sslmode` (`verify-full` default, `verify-ca`, `require`), `sslrootcert`,
 //! `sslnegotiation=direct`, `application_name`, `connect_timeout`, `options`. Unknown keys are an
@@ -61,7 +62,7 @@ mod error;
 mod occ;
 pub mod tls;
 
-pub use config::{Config, ConfigBuilder, DEFAULT_APPLICATION_NAME};
+pub use config::{Config, DEFAULT_APPLICATION_NAME};
 pub use connect::{DsqlConnection, connect, connect_spawned};
 pub use error::{Error, ErrorKind};
 pub use occ::transaction_with_retry;
