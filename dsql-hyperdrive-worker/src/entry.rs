@@ -150,7 +150,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     let reply = service
         .handle(
             &kv,
-            &req.method().to_string(),
+            req.method().as_ref(),
             url.path(),
             url.query(),
             authorization.as_deref(),
