@@ -9,7 +9,7 @@ use dsql_auth_core::{
 };
 use tokio::sync::OnceCell;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::tls::MakeDsqlTls;
 
 /// The `application_name` sent when the user sets none, so DSQL sessions opened through this
@@ -217,7 +217,7 @@ async fn default_provider(profile: Option<String>) -> Result<TokenProvider, Erro
 #[cfg(not(feature = "aws-config"))]
 async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Error> {
     Err(Error::new(
-        ErrorKind::Credentials,
+        crate::error::ErrorKind::Credentials,
         "no token provider: call Config::with_token_provider, or enable the `aws-config` feature of \
          dsql-tokio-postgres to use the AWS default credential chain",
     ))
@@ -226,6 +226,7 @@ async fn default_provider(_profile: Option<String>) -> Result<TokenProvider, Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use aws_credential_types::Credentials;
     use dsql_auth_core::{Action, SslMode};
     use std::net::IpAddr;
