@@ -78,6 +78,11 @@ pub(crate) fn run(args: &[String]) -> Result {
             "--locked",
         ]),
     )?;
+    // `--workspace` enables only default features: dsql-diesel's deadpool pool is tested here.
+    step(
+        "dsql-diesel with every pool (bb8 and deadpool)",
+        cargo().args(["test", "-p", "dsql-diesel", "--all-features", "--locked"]),
+    )?;
     println!("\nci: all steps passed");
     Ok(())
 }
