@@ -6,20 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsql_auth_core::PoolPolicy;
+use dsql_auth_core::limits::ConnectFailures;
 use dsql_tokio_postgres::Config;
 use dsql_tokio_postgres::tokio_postgres::Client;
-use tokio::sync::watch;
 
 use crate::error::Error;
 
-/// A connect failure as seen by waiting callers; `seq` tells new failures from old ones.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Failure {
-    pub(crate) seq: u64,
-    pub(crate) error: Option<Arc<dsql_tokio_postgres::Error>>,
-}
-
-pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
+/// The connect failures of one pool, recorded by its manager and reported by [`Pool::get`](crate::Pool::get).
+pub(crate) type Failures = ConnectFailures<Arc<dsql_tokio_postgres::Error>>;
 
 /// A [`bb8::ManageConnection`] for DSQL: every new connection is opened with
 /// [`dsql_tokio_postgres::connect`], so it authenticates with a token that is valid right then,
@@ -35,7 +29,7 @@ pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
 pub struct DsqlConnectionManager {
     config: Config,
     policy: PoolPolicy,
-    failures: FailureSender,
+    failures: Failures,
 }
 
 impl fmt::Debug for DsqlConnectionManager {
@@ -54,7 +48,7 @@ impl DsqlConnectionManager {
         Self {
             config,
             policy: PoolPolicy::default(),
-            failures: Arc::new(watch::Sender::new(Failure::default())),
+            failures: Failures::new(),
         }
     }
 
@@ -71,9 +65,7 @@ impl DsqlConnectionManager {
             lifetime_jitter: jitter,
             ..self.policy.clone()
         };
-        policy
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        policy.validate().map_err(Error::config)?;
         self.policy = policy;
         Ok(self)
     }
@@ -88,7 +80,7 @@ impl DsqlConnectionManager {
         self.policy.max_lifetime
     }
 
-    pub(crate) fn failures(&self) -> &FailureSender {
+    pub(crate) fn failures(&self) -> &Failures {
         &self.failures
     }
 
@@ -118,24 +110,21 @@ impl bb8::ManageConnection for DsqlConnectionManager {
                     "opening a pooled DSQL connection failed"
                 );
                 let err = Arc::new(err);
-                self.failures.send_modify(|f| {
-                    f.seq += 1;
-                    f.error = Some(err.clone());
-                });
-                Err(Error::Connect(err))
+                self.failures.record(err.clone());
+                Err(Error::connect(err))
             }
         }
     }
 
     async fn is_valid(&self, conn: &mut DsqlClient) -> Result<(), Error> {
         if conn.is_expired() {
-            return Err(Error::Expired);
+            return Err(Error::expired());
         }
         conn.client
             .simple_query("")
             .await
             .map(|_| ())
-            .map_err(|e| Error::Invalid(Arc::new(e)))
+            .map_err(Error::invalid)
     }
 
     fn has_broken(&self, conn: &mut DsqlClient) -> bool {
@@ -237,12 +226,13 @@ mod tests {
         for jitter in [-0.1, 1.0, f64::NAN, f64::INFINITY] {
             assert!(matches!(
                 manager().with_lifetime(Some(Duration::from_secs(1)), jitter),
-                Err(Error::Config(_))
+                Err(e) if e.kind() == crate::ErrorKind::Config
             ));
         }
-        assert!(matches!(
-            manager().with_lifetime(Some(Duration::ZERO), 0.0),
-            Err(Error::Config(_))
-        ));
+        let err = manager()
+            .with_lifetime(Some(Duration::ZERO), 0.0)
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("max_lifetime"), "{err}");
     }
 }

@@ -3,15 +3,15 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bb8::{CustomizeConnection, ErrorSink, QueueStrategy, RunError};
 use dsql_auth_core::PoolPolicy;
 use dsql_tokio_postgres::Config;
-use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::manager::{DsqlClient, DsqlConnectionManager, Failure, FailureSender};
+use crate::manager::{DsqlClient, DsqlConnectionManager, Failures};
 
 pub use dsql_auth_core::limits::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME,
@@ -35,7 +35,7 @@ pub type PooledConnection<'a> = bb8::PooledConnection<'a, DsqlConnectionManager>
 #[derive(Clone)]
 pub struct Pool {
     inner: bb8::Pool<DsqlConnectionManager>,
-    failures: FailureSender,
+    failures: Failures,
     connection_timeout: Duration,
 }
 
@@ -68,8 +68,8 @@ impl Pool {
     }
 
     /// Checks a connection out: an idle one (validated first when `test_on_check_out`), or a new
-    /// one. Errors: [`Error::Connect`] when opening a connection fails for a reason retrying
-    /// cannot fix, reported as soon as it happens; [`Error::TimedOut`] after the connection
+    /// one. Errors: [`ErrorKind::Connect`](crate::ErrorKind::Connect) when opening a connection fails for a reason retrying
+    /// cannot fix, reported as soon as it happens; [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) after the connection
     /// timeout otherwise, with the last connect failure attached.
     pub async fn get(&self) -> Result<PooledConnection<'_>, Error> {
         self.with_failures(self.inner.get()).await
@@ -94,38 +94,16 @@ impl Pool {
         &self,
         get: impl Future<Output = Result<T, RunError<Error>>>,
     ) -> Result<T, Error> {
-        let mut failures = self.failures.subscribe();
-        let seen = failures.borrow_and_update().seq;
-        tokio::select! {
-            biased;
-            got = get => match got {
-                Ok(conn) => Ok(conn),
-                Err(RunError::User(err)) => Err(err),
-                Err(RunError::TimedOut) => {
-                    let current = failures.borrow();
-                    let last_connect_error = if current.seq > seen { current.error.clone() } else { None };
-                    Err(Error::TimedOut { timeout: self.connection_timeout, last_connect_error })
-                }
-            },
-            err = next_fatal(&mut failures) => Err(Error::Connect(err)),
-        }
-    }
-}
-
-async fn next_fatal(
-    failures: &mut watch::Receiver<Failure>,
-) -> std::sync::Arc<dsql_tokio_postgres::Error> {
-    loop {
-        if failures.changed().await.is_err() {
-            // The pool owns the sender, so this cannot happen while the pool exists; wait for the
-            // timeout branch instead of reporting something false.
-            std::future::pending::<()>().await;
-        }
-        let latest = failures.borrow_and_update().error.clone();
-        if let Some(err) = latest
-            && err.connect_failure().is_fatal()
-        {
-            return err;
+        let mark = self.failures.mark();
+        let failure = |e: &Arc<dsql_tokio_postgres::Error>| e.connect_failure();
+        match self.failures.until_fatal(mark, failure, get).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(RunError::User(err))) => Err(err),
+            Ok(Err(RunError::TimedOut)) => Err(Error::timed_out(
+                self.connection_timeout,
+                self.failures.since(mark),
+            )),
+            Err(fatal) => Err(Error::connect(fatal)),
         }
     }
 }
@@ -200,33 +178,11 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
-    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.policy.max_lifetime = max_lifetime.into();
-        self
-    }
-
-    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
-    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.policy.lifetime_jitter = jitter;
-        self
-    }
-
-    /// Close connections idle for this long (beyond `min_idle`); `None` to keep them.
-    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.policy.idle_timeout = idle_timeout.into();
-        self
-    }
+    dsql_auth_core::pool_policy_setters!(policy);
 
     /// How long [`Pool::get`] waits for a connection.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
-        self
-    }
-
-    /// Validate idle connections (an empty query) before handing them out.
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.policy.test_on_check_out = test;
         self
     }
 
@@ -304,27 +260,23 @@ impl PoolBuilder {
         Error,
     > {
         if self.max_size == 0 {
-            return Err(Error::Config("max_size must be at least 1".to_owned()));
+            return Err(Error::config("max_size must be at least 1"));
         }
         if let Some(min_idle) = self.min_idle
             && min_idle > self.max_size
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "min_idle ({min_idle}) is larger than max_size ({}): lower min_idle or raise max_size",
                 self.max_size
             )));
         }
         if self.connection_timeout.is_zero() {
-            return Err(Error::Config(
-                "connection_timeout must be positive".to_owned(),
-            ));
+            return Err(Error::config("connection_timeout must be positive"));
         }
         if self.reaper_rate == Some(Duration::ZERO) {
-            return Err(Error::Config("reaper_rate must be positive".to_owned()));
+            return Err(Error::config("reaper_rate must be positive"));
         }
-        self.policy
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        self.policy.validate().map_err(Error::config)?;
         let manager = DsqlConnectionManager::new(config)
             .with_lifetime(self.policy.max_lifetime, self.policy.lifetime_jitter)?;
 

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::bb8::RunError;
@@ -14,10 +15,10 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::PoolError;
 use dsql_tokio_postgres::Config;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::pooled::{
     DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
-    next_fatal, pool_connect_error,
+    pool_error,
 };
 use dsql_auth_core::PoolPolicy;
 
@@ -70,7 +71,7 @@ impl Pool {
     /// Checks a connection out: an idle one (retired if past its lifetime, else validated with
     /// a prepared `SELECT 1`), or a new one. A connect failure that retrying cannot fix (access denied,
     /// TLS, credentials, configuration) is returned as soon as it happens, with
-    /// [`ErrorKind::Connect`]; otherwise [`ErrorKind::PoolTimeout`] after the connection timeout,
+    /// [`ErrorKind::Connect`](crate::ErrorKind::Connect); otherwise [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) after the connection timeout,
     /// carrying the last connect failure.
     pub async fn get(&self) -> Result<PooledConnection<'_>, Error> {
         self.reporting_failures(self.inner.get()).await
@@ -90,27 +91,16 @@ impl Pool {
         &self,
         get: impl Future<Output = Result<T, RunError<PoolError>>>,
     ) -> Result<T, Error> {
-        let mut failures = self.failures.subscribe();
-        let seen = failures.borrow_and_update().seq;
-        tokio::select! {
-            biased;
-            got = get => match got {
-                Ok(conn) => Ok(conn),
-                Err(RunError::TimedOut) => {
-                    let current = failures.borrow();
-                    let last = current.error.clone().filter(|_| current.seq > seen);
-                    Err(Error::timed_out(self.connection_timeout, last))
-                }
-                Err(RunError::User(PoolError::ConnectionError(err))) => {
-                    Err(pool_connect_error(&self.failures, seen, err))
-                }
-                Err(RunError::User(PoolError::QueryError(err))) => Err(Error::pool(
-                    ErrorKind::Pool,
-                    format!("a new pooled DSQL connection failed its first query: {err}"),
-                    Some(Box::new(err)),
-                )),
-            },
-            err = next_fatal(&mut failures) => Err(Error::connect(err)),
+        let mark = self.failures.mark();
+        let failure = |e: &Arc<dsql_tokio_postgres::Error>| e.connect_failure();
+        match self.failures.until_fatal(mark, failure, get).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(RunError::TimedOut)) => Err(Error::timed_out(
+                self.connection_timeout,
+                self.failures.since(mark),
+            )),
+            Ok(Err(RunError::User(err))) => Err(pool_error(&self.failures, mark, err)),
+            Err(fatal) => Err(Error::connect(fatal)),
         }
     }
 }
@@ -170,40 +160,11 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
-    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.policy.max_lifetime = max_lifetime.into();
-        self
-    }
-
-    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
-    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.policy.lifetime_jitter = jitter;
-        self
-    }
-
-    /// Close connections idle for this long; `None` to keep them.
-    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.policy.idle_timeout = idle_timeout.into();
-        self
-    }
+    dsql_auth_core::pool_policy_setters!(policy);
 
     /// How long [`Pool::get`] waits for a connection.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
-        self
-    }
-
-    /// Send `SELECT 1` to an idle connection before handing it out (each connection's own
-    /// lifetime is checked either way).
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.policy.test_on_check_out = test;
-        self
-    }
-
-    /// All of the core's pool policy at once.
-    pub fn policy(mut self, policy: PoolPolicy) -> Self {
-        self.policy = policy;
         self
     }
 
@@ -218,16 +179,11 @@ impl PoolBuilder {
     /// set any.
     pub async fn build(self, config: Config) -> Result<Pool, Error> {
         let (builder, manager, failures, connection_timeout) = self.prepare(config)?;
-        let mut seen = failures.subscribe();
-        let seq = seen.borrow_and_update().seq;
-        let inner = builder.build(manager).await.map_err(|err| match err {
-            PoolError::ConnectionError(err) => pool_connect_error(&failures, seq, err),
-            PoolError::QueryError(err) => Error::pool(
-                ErrorKind::Pool,
-                format!("a new pooled DSQL connection failed its first query: {err}"),
-                Some(Box::new(err)),
-            ),
-        })?;
+        let mark = failures.mark();
+        let inner = builder
+            .build(manager)
+            .await
+            .map_err(|err| pool_error(&failures, mark, err))?;
         Ok(Pool {
             inner,
             failures,

@@ -61,7 +61,7 @@ async fn verify_full_through_sslrequest_and_direct_tls() {
 
         let direct = config_with(&local, |o| o.sslnegotiation = SslNegotiation::Direct);
         assert_eq!(
-            direct.tls().client_config().alpn_protocols,
+            direct.tls_config().alpn_protocols,
             vec![b"postgresql".to_vec()]
         );
         let (client2, connection) = connect(&direct).await.expect("verify-full over direct TLS");
