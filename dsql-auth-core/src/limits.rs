@@ -59,6 +59,10 @@ pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(55 * 60);
 pub const DEFAULT_LIFETIME_JITTER: f64 = 0.1;
 /// Default idle timeout.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// Default maximum number of connections in a pool (bb8's default; DSQL allows 10,000 per cluster).
+pub const DEFAULT_POOL_MAX_SIZE: u32 = 10;
+/// Default time a caller waits for a pooled connection (bb8's default).
+pub const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(30);
 
 impl Default for PoolPolicy {
     fn default() -> Self {
@@ -94,6 +98,37 @@ impl PoolPolicy {
                 "idle_timeout of 0 would close every idle connection at once: give a positive duration or None"
                     .to_owned(),
             );
+        }
+        Ok(())
+    }
+
+    /// Checks the policy and a pool's own size and wait settings, which pools would otherwise
+    /// panic on or misbehave with: `max_size` at least 1, `min_idle` at most `max_size`, a
+    /// positive wait (named `wait_name` in the message, as the pool's builder calls it).
+    pub fn validate_pool(
+        &self,
+        max_size: usize,
+        min_idle: Option<usize>,
+        wait_name: &str,
+        wait: Duration,
+    ) -> Result<(), Error> {
+        self.validate()?;
+        let invalid = |msg: String| Err(Error::new(ErrorKind::InvalidPoolSettings, msg));
+        if max_size == 0 {
+            return invalid(format!(
+                "max_size must be at least 1 (default {DEFAULT_POOL_MAX_SIZE})"
+            ));
+        }
+        if let Some(min_idle) = min_idle.filter(|m| *m > max_size) {
+            return invalid(format!(
+                "min_idle ({min_idle}) is larger than max_size ({max_size}): lower min_idle or raise max_size"
+            ));
+        }
+        if wait.is_zero() {
+            return invalid(format!(
+                "{wait_name} must be positive (default {} s)",
+                DEFAULT_POOL_WAIT.as_secs()
+            ));
         }
         Ok(())
     }
@@ -381,6 +416,27 @@ mod tests {
                 .to_string()
                 .contains("max_lifetime")
         );
+    }
+
+    #[test]
+    fn pool_sizes_and_waits_are_checked() {
+        let p = PoolPolicy::default();
+        p.validate_pool(10, Some(10), "wait_timeout", DEFAULT_POOL_WAIT)
+            .unwrap();
+        for (max, min, wait, needle) in [
+            (0, None, DEFAULT_POOL_WAIT, "max_size"),
+            (2, Some(3), DEFAULT_POOL_WAIT, "min_idle (3)"),
+            (2, None, Duration::ZERO, "wait_timeout must be positive"),
+        ] {
+            let err = p.validate_pool(max, min, "wait_timeout", wait).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidPoolSettings);
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let bad = PoolPolicy {
+            lifetime_jitter: 2.0,
+            ..PoolPolicy::default()
+        };
+        assert!(bad.validate_pool(1, None, "w", DEFAULT_POOL_WAIT).is_err());
     }
 
     #[test]

@@ -77,12 +77,21 @@ impl Error {
         }
     }
 
-    pub(crate) fn connect(err: Arc<dsql_tokio_postgres::Error>) -> Self {
+    fn new(kind: ErrorKind, message: impl fmt::Display, source: Option<Source>) -> Self {
+        let message = message.to_string();
         Self {
-            kind: ErrorKind::Connect(err.kind()),
-            message: err.to_string(),
-            source: Some(Source::Connect(err)),
+            kind,
+            message,
+            source,
         }
+    }
+
+    pub(crate) fn connect(err: Arc<dsql_tokio_postgres::Error>) -> Self {
+        Self::new(
+            ErrorKind::Connect(err.kind()),
+            &err,
+            Some(Source::Connect(err.clone())),
+        )
     }
 
     pub(crate) fn timed_out(
@@ -99,37 +108,25 @@ impl Error {
                  connection_timeout, or hold connections for less time"
             ),
         };
-        Self {
-            kind: ErrorKind::PoolTimeout,
-            message,
-            source: last.map(Source::Connect),
-        }
+        Self::new(ErrorKind::PoolTimeout, message, last.map(Source::Connect))
     }
 
     pub(crate) fn expired() -> Self {
-        Self {
-            kind: ErrorKind::Expired,
-            message: "the pooled connection reached its maximum lifetime and was retired"
-                .to_owned(),
-            source: None,
-        }
+        let message = "the pooled connection reached its maximum lifetime and was retired";
+        Self::new(ErrorKind::Expired, message, None)
     }
 
     pub(crate) fn invalid(err: tokio_postgres::Error) -> Self {
-        Self {
-            kind: ErrorKind::Invalid,
-            message: format!(
-                "a pooled connection failed its validation query and was discarded: {err}"
-            ),
-            source: Some(Source::Query(Arc::new(err))),
-        }
+        let message =
+            format!("a pooled connection failed its validation query and was discarded: {err}");
+        Self::new(
+            ErrorKind::Invalid,
+            message,
+            Some(Source::Query(Arc::new(err))),
+        )
     }
 
     pub(crate) fn config(message: impl fmt::Display) -> Self {
-        Self {
-            kind: ErrorKind::Config,
-            message: message.to_string(),
-            source: None,
-        }
+        Self::new(ErrorKind::Config, message, None)
     }
 }

@@ -213,7 +213,7 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
                         let mut conn = pool.get().await.expect("get");
                         let runs = &runs;
                         dsql_tokio_postgres::transaction_with_retry(
-                            conn.client_mut(),
+                            &mut conn,
                             &policy,
                             async |tx| {
                                 runs.fetch_add(1, Ordering::Relaxed);

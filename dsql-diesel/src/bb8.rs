@@ -15,10 +15,9 @@ use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::PoolError;
 use dsql_tokio_postgres::Config;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::pooled::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
-    pool_error,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, manager, pool_error,
 };
 use dsql_auth_core::PoolPolicy;
 
@@ -202,12 +201,14 @@ impl PoolBuilder {
     }
 
     fn prepare(self, config: Config) -> Result<(Bb8Builder, Manager, Failures, Duration), Error> {
-        check_settings(
-            &self.policy,
-            self.max_size as usize,
-            self.connection_timeout,
-            "connection_timeout",
-        )?;
+        (self.policy)
+            .validate_pool(
+                self.max_size as usize,
+                None,
+                "connection_timeout",
+                self.connection_timeout,
+            )
+            .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
         let (manager, failures) = manager(config, &self.policy);
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections nobody checks out. bb8 always runs the manager's checkout check: it

@@ -20,8 +20,7 @@ use dsql_tokio_postgres::Config;
 
 use crate::error::{Error, ErrorKind};
 use crate::pooled::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
-    pool_error,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, manager, pool_error,
 };
 use dsql_auth_core::PoolPolicy;
 
@@ -173,12 +172,9 @@ impl PoolBuilder {
 
     /// Builds the pool (opening no connection). Needs a tokio runtime when used.
     pub fn build(self, config: Config) -> Result<Pool, Error> {
-        check_settings(
-            &self.policy,
-            self.max_size,
-            self.wait_timeout,
-            "wait_timeout",
-        )?;
+        (self.policy)
+            .validate_pool(self.max_size, None, "wait_timeout", self.wait_timeout)
+            .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
         let (manager, failures) = manager(config, &self.policy);
         let mut builder = DeadpoolPool::builder(manager)
             .max_size(self.max_size)

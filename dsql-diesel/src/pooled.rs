@@ -3,7 +3,7 @@
 //! connect failures that lets a pool report them to waiting callers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use diesel::IntoSql;
 use diesel::connection::{Instrumentation, InstrumentationEvent, get_default_instrumentation};
@@ -19,10 +19,9 @@ use futures_util::FutureExt;
 
 use crate::error::{Error, ErrorKind};
 
-/// Default time a caller waits for a pooled connection (bb8's default).
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default maximum number of connections in a pool (bb8's default).
-pub const DEFAULT_MAX_SIZE: u32 = 10;
+pub use dsql_auth_core::limits::{
+    DEFAULT_POOL_MAX_SIZE as DEFAULT_MAX_SIZE, DEFAULT_POOL_WAIT as DEFAULT_CONNECTION_TIMEOUT,
+};
 
 /// diesel-async's connection manager, as both pools set it up: each new connection comes from
 /// [`connect`](crate::connect) and carries its own lifetime; checkout validation retires expired
@@ -86,27 +85,6 @@ pub(crate) fn pool_error(failures: &Failures, mark: FailureMark, err: PoolError)
             Some(Box::new(err)),
         ),
     }
-}
-
-/// Checks the pool policy (the core's rules) and the pool's own settings.
-pub(crate) fn check_settings(
-    policy: &PoolPolicy,
-    max_size: usize,
-    timeout: Duration,
-    timeout_name: &str,
-) -> Result<(), Error> {
-    policy
-        .validate()
-        .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
-    if max_size == 0 {
-        return Err(Error::config("max_size must be at least 1"));
-    }
-    if timeout.is_zero() {
-        return Err(Error::config(format!(
-            "{timeout_name} must be positive (default 30 s)"
-        )));
-    }
-    Ok(())
 }
 
 /// diesel-async's manager for `config`: each new connection comes from [`crate::connect`] and
