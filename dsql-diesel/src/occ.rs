@@ -8,6 +8,8 @@ use diesel_async::{AsyncConnection, TransactionManager};
 use dsql_auth_core::classify::classify_message;
 use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
 use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
+use rand::random;
+use tokio::time::sleep;
 
 /// Runs `body` in a transaction on `conn` and commits; when DSQL reports an OCC conflict (OC000
 /// data, OC001 schema) from a statement or the commit, rolls back, waits as `policy` says and
@@ -56,14 +58,7 @@ where
         body,
         _out: PhantomData,
     };
-    run_occ(
-        policy,
-        &SystemClock,
-        attempt,
-        tokio::time::sleep,
-        rand::random::<f64>,
-    )
-    .await
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
 }
 
 /// One attempt: a diesel-async transaction around the body.

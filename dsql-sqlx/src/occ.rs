@@ -10,7 +10,9 @@ use std::marker::PhantomData;
 
 use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
 use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
+use rand::random;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use tokio::time::sleep;
 
 use crate::connect::class_of;
 use crate::error::{Error, ErrorKind};
@@ -92,14 +94,7 @@ where
         body,
         _out: PhantomData,
     };
-    run_occ(
-        policy,
-        &SystemClock,
-        attempt,
-        tokio::time::sleep,
-        rand::random::<f64>,
-    )
-    .await
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
 }
 
 /// One attempt: a sqlx transaction around the body, on the connection or on one acquired from

@@ -10,6 +10,8 @@ use std::marker::PhantomData;
 
 use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
 use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock, classify};
+use rand::random;
+use tokio::time::sleep;
 use tokio_postgres::{Client, Transaction};
 
 use crate::error::{Error, ErrorKind};
@@ -60,14 +62,7 @@ where
         body,
         _out: PhantomData,
     };
-    run_occ(
-        policy,
-        &SystemClock,
-        attempt,
-        tokio::time::sleep,
-        rand::random::<f64>,
-    )
-    .await
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
 }
 
 /// One attempt: a tokio-postgres transaction around the body.
