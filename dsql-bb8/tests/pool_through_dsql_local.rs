@@ -37,12 +37,21 @@ async fn query_once(pool: &Pool) -> Result<i32, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
     guarded("rotation", async {
-        // Tokens live 2 s, the gateway ends connections at 3 s; the pool retires its
-        // connections (1.5-2 s lifetimes) before the gateway would, and signs a new token
-        // whenever the cached one is too close to expiry.
+        // Tokens live 8 s and are handed out only with 5 s or more left (ample for a connect on
+        // a loaded machine, so no connect races the expiry): a token serves for about 3 s, then
+        // a new one is signed. The gateway ends connections at 3 s; the pool retires its
+        // connections (1.5-2 s lifetimes) before it would.
         let local = start(LocalDsql::builder().max_connection_age(Duration::from_secs(3))).await;
-        let config = config_with(&local, |o| o.token_duration = Duration::from_secs(2));
-        assert_eq!(config.signing_params().expires_in(), Duration::from_secs(2));
+        let provider = TokenProvider::builder()
+            .credentials(local.credentials())
+            .min_remaining(Duration::from_secs(5))
+            .build()
+            .expect("provider");
+        let mut options = testing::connect_options(&local);
+        options.token_duration = Duration::from_secs(8);
+        let config = Config::new(options)
+            .expect("config")
+            .with_token_provider(provider.clone());
         let pool = PoolBuilder::new()
             .max_size(4)
             .max_lifetime(Duration::from_secs(2))
@@ -90,6 +99,9 @@ async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
             "connections were recycled: only {} accepted",
             counters.accepted()
         );
+        // 12 s of 8 s tokens reused for about 3 s each: tokens rotated under the pool.
+        let signings = provider.stats().signings;
+        assert!(signings >= 3, "tokens rotated: only {signings} signed");
     })
     .await;
 }
