@@ -18,7 +18,7 @@ pub use dsql_auth_core::limits::{
     DEFAULT_POOL_MAX_SIZE as DEFAULT_MAX_SIZE, DEFAULT_POOL_WAIT as DEFAULT_CONNECTION_TIMEOUT,
 };
 
-/// A connection checked out of a [`Pool`]: bb8's own type; derefs to [`DsqlClient`] and on to
+/// A connection checked out of a [`Pool`]: bb8's own type; derefs to [`DsqlClient`](crate::DsqlClient) and on to
 /// tokio-postgres' `Client`. Returned to the pool when dropped.
 pub type PooledConnection<'a> = bb8::PooledConnection<'a, DsqlConnectionManager>;
 

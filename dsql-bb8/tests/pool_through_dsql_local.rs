@@ -251,11 +251,10 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
             .unwrap()
             .get(0);
         assert_eq!(n, 400);
+        // Whether increments overlapped depends on scheduling; what must hold either way: each
+        // landed exactly once. (dsql-tokio-postgres's tests force a conflict by hand.)
         let runs = runs.load(Ordering::Relaxed);
-        assert!(
-            runs > 400,
-            "concurrent increments must have conflicted and been retried ({runs} runs)"
-        );
+        assert!(runs >= 400, "closure ran {runs} times");
     })
     .await;
 }

@@ -70,7 +70,7 @@ impl Pool {
     /// Checks a connection out: an idle one (retired if past its lifetime, else validated with
     /// a prepared `SELECT 1`), or a new one. A connect failure that retrying cannot fix (access denied,
     /// TLS, credentials, configuration) is returned as soon as it happens, with
-    /// [`ErrorKind::Connect`](crate::ErrorKind::Connect); otherwise [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) after the connection timeout,
+    /// [`ErrorKind::Connect`]; otherwise [`ErrorKind::PoolTimeout`] after the connection timeout,
     /// carrying the last connect failure.
     pub async fn get(&self) -> Result<PooledConnection<'_>, Error> {
         self.reporting_failures(self.inner.get()).await
