@@ -216,6 +216,7 @@ impl<E> Default for ConnectFailures<E> {
             inner: Arc::new(Mutex::new(FailureLog {
                 seq: 0,
                 last: None,
+                last_fatal: None,
                 waiters: Vec::new(),
                 next_waiter: 0,
             })),
@@ -228,6 +229,9 @@ struct FailureLog<E> {
     /// Failures recorded so far: tells new failures from old ones.
     seq: u64,
     last: Option<E>,
+    /// The last fatal failure and its `seq`: kept apart so a later, harmless failure does not
+    /// hide it from a checkout that had not looked yet.
+    last_fatal: Option<(u64, E)>,
     waiters: Vec<(u64, Waker)>,
     next_waiter: u64,
 }
@@ -247,11 +251,16 @@ impl<E: Clone> ConnectFailures<E> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records a failed connect and wakes the checkouts waiting in [`until_fatal`](Self::until_fatal).
-    pub fn record(&self, err: E) {
+    /// Records a failed connect, with what it means for a pool (`failure`, whose
+    /// [`is_fatal`](ConnectFailure::is_fatal) decides), and wakes the checkouts waiting in
+    /// [`until_fatal`](Self::until_fatal).
+    pub fn record(&self, err: E, failure: ConnectFailure) {
         let waiters = {
             let mut log = self.log();
             log.seq += 1;
+            if failure.is_fatal() {
+                log.last_fatal = Some((log.seq, err.clone()));
+            }
             log.last = Some(err);
             std::mem::take(&mut log.waiters)
         };
@@ -271,28 +280,23 @@ impl<E: Clone> ConnectFailures<E> {
         log.last.clone().filter(|_| log.seq > mark.0)
     }
 
-    /// Runs `checkout` until it finishes, or until a failure recorded after `mark` is fatal by
-    /// `failure`'s classification, whichever comes first (`checkout` is polled first). A fatal
-    /// failure is returned as `Err`: waiting longer cannot produce a connection.
+    /// Runs `checkout` until it finishes, or until a fatal failure is recorded after `mark`,
+    /// whichever comes first (`checkout` is polled first). A fatal failure is returned as `Err`:
+    /// waiting longer cannot produce a connection.
     pub async fn until_fatal<F: Future>(
         &self,
         mark: FailureMark,
-        failure: impl Fn(&E) -> ConnectFailure,
         checkout: F,
     ) -> Result<F::Output, E> {
         let mut checkout = std::pin::pin!(checkout);
         let waiter = WaiterSlot::new(self);
-        let mut seen = mark.0;
         std::future::poll_fn(|cx| {
             if let Poll::Ready(out) = checkout.as_mut().poll(cx) {
                 return Poll::Ready(Ok(out));
             }
             let mut log = self.log();
-            if log.seq > seen {
-                seen = log.seq;
-                if let Some(err) = log.last.as_ref().filter(|e| failure(e).is_fatal()) {
-                    return Poll::Ready(Err(err.clone()));
-                }
+            if let Some((_, err)) = log.last_fatal.as_ref().filter(|(seq, _)| *seq > mark.0) {
+                return Poll::Ready(Err(err.clone()));
             }
             log.waiters.retain(|(id, _)| *id != waiter.id);
             log.waiters.push((waiter.id, cx.waker().clone()));
@@ -451,10 +455,10 @@ mod tests {
     #[test]
     fn a_fatal_failure_ends_the_wait_and_others_do_not() {
         use std::task::{Context, Waker};
-        let failures = ConnectFailures::<ConnectFailure>::new();
+        let failures = ConnectFailures::<&str>::new();
         let before = failures.mark();
-        failures.record(ConnectFailure::AccessDenied);
-        assert_eq!(failures.since(before), Some(ConnectFailure::AccessDenied));
+        failures.record("denied", ConnectFailure::AccessDenied);
+        assert_eq!(failures.since(before), Some("denied"));
         let mark = failures.mark();
         assert_eq!(
             failures.since(mark),
@@ -463,12 +467,13 @@ mod tests {
         );
 
         let mut cx = Context::from_waker(Waker::noop());
-        let mut wait = Box::pin(failures.until_fatal(mark, |f| *f, std::future::pending::<()>()));
+        let pending = std::future::pending::<()>;
+        let mut wait = Box::pin(failures.until_fatal(mark, pending()));
         assert!(
             wait.as_mut().poll(&mut cx).is_pending(),
             "an old failure is not reported"
         );
-        failures.record(ConnectFailure::Network);
+        failures.record("reset", ConnectFailure::Network);
         assert!(
             wait.as_mut().poll(&mut cx).is_pending(),
             "a network failure may pass"
@@ -478,10 +483,17 @@ mod tests {
             1,
             "one waker per waiting checkout"
         );
-        failures.record(ConnectFailure::Tls);
+        // A fatal failure followed by a harmless one before the checkout looks: still fatal.
+        failures.record("bad certificate", ConnectFailure::Tls);
+        failures.record("reset again", ConnectFailure::Network);
         assert_eq!(
             wait.as_mut().poll(&mut cx),
-            Poll::Ready(Err(ConnectFailure::Tls))
+            Poll::Ready(Err("bad certificate"))
+        );
+        assert_eq!(
+            failures.since(mark),
+            Some("reset again"),
+            "a timeout names the last"
         );
         drop(wait);
         assert!(
@@ -491,11 +503,10 @@ mod tests {
 
         // The checkout itself wins when it is ready, even with a fatal failure recorded.
         let mark = failures.mark();
-        failures.record(ConnectFailure::Config);
-        let mut done = Box::pin(failures.until_fatal(mark, |f| *f, std::future::ready(7)));
+        failures.record("bad option", ConnectFailure::Config);
+        let mut done = Box::pin(failures.until_fatal(mark, std::future::ready(7)));
         assert_eq!(done.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
-        let mut dropped =
-            Box::pin(failures.until_fatal(failures.mark(), |f| *f, std::future::pending::<()>()));
+        let mut dropped = Box::pin(failures.until_fatal(failures.mark(), pending()));
         assert!(dropped.as_mut().poll(&mut cx).is_pending());
         drop(dropped);
         assert!(

@@ -90,7 +90,7 @@ impl bb8::ManageConnection for DsqlConnectionManager {
                     "opening a pooled DSQL connection failed"
                 );
                 let err = Arc::new(err);
-                self.failures.record(err.clone());
+                self.failures.record(err.clone(), err.connect_failure());
                 Err(Error::connect(err))
             }
         }

@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ::bb8::RunError;
@@ -91,8 +90,7 @@ impl Pool {
         get: impl Future<Output = Result<T, RunError<PoolError>>>,
     ) -> Result<T, Error> {
         let mark = self.failures.mark();
-        let failure = |e: &Arc<dsql_tokio_postgres::Error>| e.connect_failure();
-        match self.failures.until_fatal(mark, failure, get).await {
+        match self.failures.until_fatal(mark, get).await {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(RunError::TimedOut)) => Err(Error::timed_out(
                 self.connection_timeout,

@@ -110,7 +110,7 @@ pub(crate) fn manager(config: Config, policy: &PoolPolicy) -> (Manager, Failures
                         error = %connect,
                         "opening a pooled DSQL connection failed"
                     );
-                    recorder.record(connect);
+                    recorder.record(connect.clone(), connect.connect_failure());
                 }
                 diesel::ConnectionError::from(err)
             })?;
