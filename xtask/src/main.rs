@@ -15,6 +15,7 @@ mod release;
 mod release_check;
 mod tools;
 mod util;
+mod worker;
 mod workspace;
 
 use std::process::ExitCode;
