@@ -84,7 +84,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         cargo().args(["test", "-p", "dsql-diesel", "--all-features", "--locked"]),
     )?;
     // The Cloudflare Worker: wasm32 lints, then built and run in workerd (xtask/src/worker.rs).
-    crate::worker::run()?;
+    crate::worker::run(&[])?;
     println!("\nci: all steps passed");
     Ok(())
 }
