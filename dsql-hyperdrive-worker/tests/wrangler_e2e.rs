@@ -5,6 +5,7 @@
 //! Needs `npm ci` in this crate's directory, worker-build and wasm-bindgen-cli (see build.sh)
 //! and PostgreSQL; fails with the command to run when one is missing. Built only with
 //! `--features e2e` (`cargo xtask ci` runs it).
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::io::Read;
 use std::net::TcpListener;

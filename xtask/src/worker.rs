@@ -44,6 +44,12 @@ fn check_tools() -> Result {
             }
         ));
     }
+    // wasm-bindgen-cli installs it beside wasm-bindgen; it runs the wasm32 tests under Node.js.
+    if output(Command::new("wasm-bindgen-test-runner").arg("--version")).is_err() {
+        return Err(format!(
+            "wasm-bindgen-test-runner is missing: `cargo install --force wasm-bindgen-cli --version {bindgen}` (or run .ci/run)"
+        ));
+    }
     let have = output(Command::new("worker-build").arg("--version")).unwrap_or_default();
     if !have.contains(WORKER_BUILD_VERSION) {
         return Err(format!(
@@ -84,7 +90,16 @@ pub(crate) fn run(args: &[String]) -> Result {
     step(
         "worker: clippy for wasm32 (the Worker and what it compiles)",
         cargo().args([
-            "clippy", "-p", CRATE, "--target", WASM, "--locked", "--", "-D", "warnings",
+            "clippy",
+            "-p",
+            CRATE,
+            "--target",
+            WASM,
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
         ]),
     )?;
     // The e2e test is behind a feature, so the workspace-wide clippy does not see it.
@@ -104,6 +119,25 @@ pub(crate) fn run(args: &[String]) -> Result {
         ]),
     )?;
     check_tools()?;
+    // The pass (policy, signing, API client, KV state) as wasm32 code, under Node.js.
+    step(
+        "worker: the pass on wasm32 (wasm-bindgen-test-runner, Node.js)",
+        cargo()
+            .env(
+                "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+                "wasm-bindgen-test-runner",
+            )
+            .args([
+                "test",
+                "-p",
+                CRATE,
+                "--target",
+                WASM,
+                "--test",
+                "wasm_pass",
+                "--locked",
+            ]),
+    )?;
     // The test builds the Worker with build.sh (worker-build, release, wasm32) itself, then runs
     // it in workerd; --nocapture shows its size and CPU figures in the CI log.
     step(
