@@ -8,6 +8,7 @@ pub mod diagnostics;
 pub mod endpoint;
 mod error;
 pub mod limits;
+pub mod occ_retry;
 pub mod provider;
 pub mod retry;
 pub mod token;
