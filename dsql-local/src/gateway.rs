@@ -514,6 +514,20 @@ async fn session<'a>(
         .map(|()| None);
     };
 
+    // DSQL refuses some session parameters at startup too, in the words it uses for SET.
+    if shared.dialect == Dialect::Dsql {
+        let refused = params
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(wire::option_settings(&options).into_iter().map(|(k, _)| k))
+            .find_map(|name| crate::dialect::refused_parameter(&name));
+        if let Some(r) = refused {
+            shared.counters.refuse_statements(1);
+            return send_fatal(&mut client, r.code, &r.message, None)
+                .await
+                .map(|()| None);
+        }
+    }
     let mut startup: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| {

@@ -107,7 +107,7 @@ fn arbitrary_sql_and_messages_never_break_the_gateway() {
         (w, c)
     });
     let config = ProptestConfig {
-        cases: 96,
+        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     };
@@ -126,7 +126,7 @@ fn arbitrary_sql_and_messages_never_break_the_gateway() {
         })?;
     });
     let config = ProptestConfig {
-        cases: 32,
+        cases: 96,
         failure_persistence: None,
         ..ProptestConfig::default()
     };

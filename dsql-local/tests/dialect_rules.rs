@@ -530,7 +530,7 @@ async fn the_row_limit_is_enforced_and_configurable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dsql_schema_and_workload_pass_untouched() {
     let dsql = start(LocalDsql::builder()).await;
-    let c = connect_admin(&dsql).await;
+    let mut c = connect_admin(&dsql).await;
     c.batch_execute(
         "CREATE TABLE accounts (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), owner text NOT NULL, balance numeric NOT NULL, created timestamptz NOT NULL DEFAULT now())",
     )
@@ -609,7 +609,7 @@ async fn a_dsql_schema_and_workload_pass_untouched() {
 
 /// A text uuid (no uuid feature on tokio-postgres here).
 mod uuid_like {
-    pub struct Uuid(pub String);
+    pub(crate) struct Uuid(pub(crate) String);
     impl<'a> tokio_postgres::types::FromSql<'a> for Uuid {
         fn from_sql(
             ty: &tokio_postgres::types::Type,
@@ -631,4 +631,28 @@ async fn the_postgres_dialect_turns_the_rules_off() {
         .await
         .expect("PostgreSQL-only SQL runs");
     assert_eq!(dsql.counters().statements_refused(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_session_parameters_are_refused_at_startup_too() {
+    let dsql = start(LocalDsql::builder()).await;
+    let mut dial = Dial::new(&dsql, "admin");
+    dial.options = Some("-c default_transaction_isolation=serializable".into());
+    let e = connect(&dsql, &dial, &token(&dsql, "admin"))
+        .await
+        .map(|_| ())
+        .expect_err("refused parameter");
+    assert_eq!(
+        db_error(&e),
+        (
+            "0A000".into(),
+            "setting configuration parameter \"default_transaction_isolation\" not supported"
+                .into()
+        )
+    );
+    dial.options = Some("-c search_path=public".into());
+    let (c, _) = connect(&dsql, &dial, &token(&dsql, "admin"))
+        .await
+        .expect("other parameters are fine");
+    c.simple_query("SELECT 1").await.expect("query");
 }
