@@ -7,6 +7,7 @@ pub mod connect_options;
 pub mod diagnostics;
 pub mod endpoint;
 mod error;
+mod host;
 pub mod limits;
 pub mod occ_retry;
 pub mod provider;
