@@ -9,6 +9,7 @@ pub mod endpoint;
 mod error;
 mod host;
 pub mod limits;
+pub mod occ_retry;
 pub mod provider;
 pub mod retry;
 pub mod token;

@@ -66,6 +66,25 @@ pub(crate) struct Args {
     /// Write the CA certificate (dsql-local-ca.pem) here [default: a temporary directory]
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
+    /// Which SQL to accept: `dsql` refuses what DSQL refuses, with its errors; `postgres` turns
+    /// the SQL rules off (the connection rules stay)
+    #[arg(long, value_enum, default_value_t = DialectArg::Dsql)]
+    dialect: DialectArg,
+    /// Rows one transaction may modify [default: 3000, DSQL's limit]
+    #[arg(long, value_name = "N")]
+    max_transaction_rows: Option<u64>,
+    /// Seconds a transaction block may stay open [default: 300, DSQL's documented limit]
+    #[arg(long, value_name = "SECS")]
+    max_transaction_age: Option<u64>,
+}
+
+/// `--dialect` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DialectArg {
+    /// DSQL's statement and transaction rules.
+    Dsql,
+    /// Plain PostgreSQL.
+    Postgres,
 }
 
 // By hand: the secret key, session token and upstream URL (which may hold a password) stay out of Debug.
@@ -86,6 +105,9 @@ impl std::fmt::Debug for Args {
             .field("rate_limit", &self.rate_limit)
             .field("max_connections", &self.max_connections)
             .field("tls_dir", &self.tls_dir)
+            .field("dialect", &self.dialect)
+            .field("max_transaction_rows", &self.max_transaction_rows)
+            .field("max_transaction_age", &self.max_transaction_age)
             .finish()
     }
 }
@@ -154,6 +176,21 @@ fn builder(args: Args) -> Result<dsql_local::LocalDsqlBuilder, CliError> {
     if let Some(dir) = args.tls_dir {
         b = b.tls_dir(dir);
     }
+    b = b.dialect(match args.dialect {
+        DialectArg::Dsql => dsql_local::Dialect::Dsql,
+        DialectArg::Postgres => dsql_local::Dialect::Postgres,
+    });
+    if let Some(n) = args.max_transaction_rows {
+        b = b.max_transaction_rows(n);
+    }
+    if let Some(secs) = args.max_transaction_age {
+        if secs == 0 {
+            return Err(CliError::usage(
+                "--max-transaction-age must be at least 1 second",
+            ));
+        }
+        b = b.max_transaction_age(std::time::Duration::from_secs(secs));
+    }
     Ok(b)
 }
 
@@ -169,11 +206,12 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             return Ok(());
         }
     };
-    let dsql = started.map_err(|e| match e {
-        dsql_local::Error::InvalidConfig(_) | dsql_local::Error::InvalidUpstream(_) => {
+    let dsql = started.map_err(|e| {
+        if e.is_usage() {
             CliError::usage(e)
+        } else {
+            CliError::runtime(e)
         }
-        other => CliError::runtime(other),
     })?;
     let ready = serde_json::json!({
         "host": dsql.host(),

@@ -2,8 +2,10 @@
 //! dsql-local gateway (TLS verify-full, IAM token as password), same run, same client count.
 //!
 //! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 10 --clients 4 --jobs 2]`
-//! prints one JSON line: {"direct_tps", "gateway_tps", "ratio", "clients", "jobs", "seconds"}
-//! (ratio = gateway_tps / direct_tps). Needs pgbench (`apt-get install postgresql-contrib`,
+//! prints one JSON line: {"direct_tps", "direct_tls_tps", "gateway_tps", "ratio", "ratio_tls",
+//! "clients", "jobs", "seconds"} (ratio = gateway_tps / direct_tps over plain TCP; ratio_tls =
+//! gateway_tps / direct_tls_tps, PostgreSQL's own `ssl=on`: like with like). The gateway runs
+//! with DSQL's SQL rules on (the default dialect). Needs pgbench (`apt-get install postgresql-contrib`,
 //! part of `postgresql` on Debian).
 
 use dsql_auth_core::token::{Action, SigningParams, sign};
@@ -140,7 +142,9 @@ async fn bench(o: &Opts) -> Result<String, String> {
             conninfo.into(),
         ]
     };
+    let (direct_tls, _tls_dir) = enable_upstream_tls(&dsql, &direct).await?;
     let direct_tps = tps(&run(&pgbench, &load(&direct), None)?)?;
+    let direct_tls_tps = tps(&run(&pgbench, &load(&direct_tls), None)?)?;
     let gateway_tps = tps(&run(&pgbench, &load(&gateway), Some(token.as_str()))?)?;
     let counters = dsql.counters();
     if counters.accepted() < u64::from(o.clients) || counters.refused_total() != 0 {
@@ -150,12 +154,73 @@ async fn bench(o: &Opts) -> Result<String, String> {
     }
     dsql.shutdown().await.map_err(|e| e.to_string())?;
     Ok(format!(
-        "{{\"direct_tps\":{direct_tps:.1},\"gateway_tps\":{gateway_tps:.1},\"ratio\":{:.4},\"clients\":{},\"jobs\":{},\"seconds\":{}}}",
+        "{{\"direct_tps\":{direct_tps:.1},\"direct_tls_tps\":{direct_tls_tps:.1},\"gateway_tps\":{gateway_tps:.1},\"ratio\":{:.4},\"ratio_tls\":{:.4},\"clients\":{},\"jobs\":{},\"seconds\":{}}}",
         gateway_tps / direct_tps,
+        gateway_tps / direct_tls_tps,
         o.clients,
         o.jobs,
         o.seconds
     ))
+}
+
+/// Turns on PostgreSQL's own TLS (`ssl=on`, a self-signed certificate) on the temporary
+/// upstream, and returns the direct conninfo that demands it.
+async fn enable_upstream_tls(
+    dsql: &LocalDsql,
+    direct: &str,
+) -> Result<(String, tempfile::TempDir), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let socket_dir = dsql
+        .postgres_socket_dir()
+        .ok_or("the TLS anchor needs the temporary PostgreSQL")?;
+    // PostgreSQL wants its key owned by the user it runs as, mode 0600.
+    let owner = std::fs::metadata(socket_dir).map_err(|e| e.to_string())?;
+    let tmp = tempfile::Builder::new()
+        .prefix("pgbench-tls-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    let dir = tmp.path().to_owned();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .map_err(|e| e.to_string())?;
+    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&crt, cert.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key, cert.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    for (path, mode) in [(&dir, 0o700), (&crt, 0o600), (&key, 0o600)] {
+        std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| e.to_string())?;
+    }
+    let (client, conn) = tokio_postgres::connect(direct, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'; ALTER SYSTEM SET ssl_key_file = '{}'; ALTER SYSTEM SET ssl = on",
+            crt.display(),
+            key.display()
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .map_err(|e| e.to_string())?;
+    // The reload is asynchronous: wait (bounded) until a new session sees ssl on.
+    let tls_conninfo = format!("{direct} sslmode=require");
+    for _ in 0..100 {
+        let on: String = client
+            .query_one("SHOW ssl", &[])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if on == "on" {
+            return Ok((tls_conninfo, tmp));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("PostgreSQL did not turn ssl on within 5 s of pg_reload_conf()".into())
 }
 
 #[tokio::main]

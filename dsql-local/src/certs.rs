@@ -22,7 +22,7 @@ impl std::fmt::Debug for GatewayCerts {
 /// A CA named "dsql-local CA" and a server certificate for `*.dsql.<region>.on.aws`, `localhost`,
 /// `127.0.0.1`, `::1` and the host aliases, signed by it.
 pub(crate) fn generate(region: &str, aliases: &[String]) -> Result<GatewayCerts, Error> {
-    let err = |e: rcgen::Error| Error::Certificate(e.to_string());
+    let err = |e: rcgen::Error| Error::certificate(e.to_string());
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params

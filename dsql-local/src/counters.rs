@@ -109,6 +109,7 @@ impl std::fmt::Display for RefusalReason {
 #[derive(Debug, Default)]
 pub(crate) struct LiveCounters {
     accepted: AtomicU64,
+    statements_refused: AtomicU64,
     refused: [AtomicU64; RefusalReason::ALL.len()],
 }
 
@@ -121,9 +122,14 @@ impl LiveCounters {
         self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn refuse_statements(&self, n: u64) {
+        self.statements_refused.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> Counters {
         Counters {
             accepted: self.accepted.load(Ordering::Relaxed),
+            statements_refused: self.statements_refused.load(Ordering::Relaxed),
             refused: std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed)),
         }
     }
@@ -133,6 +139,7 @@ impl LiveCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     accepted: u64,
+    statements_refused: u64,
     refused: [u64; RefusalReason::ALL.len()],
 }
 
@@ -140,6 +147,11 @@ impl Counters {
     /// Connections whose token was accepted and that reached the upstream PostgreSQL.
     pub fn accepted(&self) -> u64 {
         self.accepted
+    }
+
+    /// Statements (and transaction shapes) refused by DSQL's SQL rules, in all sessions.
+    pub fn statements_refused(&self) -> u64 {
+        self.statements_refused
     }
 
     /// Connections refused for `reason`.

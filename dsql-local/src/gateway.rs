@@ -6,8 +6,10 @@
 //! rewriting serialization failures into DSQL's words and closing the connection at its
 //! maximum age.
 
+use crate::Dialect;
 use crate::counters::{LiveCounters, RefusalReason};
 use crate::postgres::UpstreamTarget;
+use crate::session_rules::{BackendRules, Backward, Forward, FrontendRules, Limits, SessionShared};
 use crate::token_verifier::{self, AcceptedCredentials, Expectation};
 use crate::wire::{self, Startup};
 use bytes::{Buf, BytesMut};
@@ -64,6 +66,10 @@ pub(crate) struct Shared {
     /// BackendKeyData (pid, key) of live relayed sessions: only these cancel requests go upstream.
     pub(crate) cancel_keys: Mutex<HashSet<(i32, Vec<u8>)>>,
     pub(crate) sessions: AtomicU64,
+    /// Whether DSQL's SQL rules apply, or plain PostgreSQL.
+    pub(crate) dialect: Dialect,
+    /// DSQL's transaction limits (rows, size, age).
+    pub(crate) limits: Limits,
 }
 
 /// A token bucket: `burst` tokens, refilled at `per_sec`.
@@ -508,6 +514,20 @@ async fn session<'a>(
         .map(|()| None);
     };
 
+    // DSQL refuses some session parameters at startup too, in the words it uses for SET.
+    if shared.dialect == Dialect::Dsql {
+        let refused = params
+            .iter()
+            .map(|(k, _)| k.clone())
+            .chain(wire::option_settings(&options).into_iter().map(|(k, _)| k))
+            .find_map(|name| crate::dialect::refused_parameter(&name));
+        if let Some(r) = refused {
+            shared.counters.refuse_statements(1);
+            return send_fatal(&mut client, r.code, &r.message, None)
+                .await
+                .map(|()| None);
+        }
+    }
     let mut startup: Vec<(String, String)> = params
         .iter()
         .filter(|(k, _)| {
@@ -689,12 +709,22 @@ async fn relay(
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut up_rx, mut up_tx) = tokio::io::split(upstream);
     let mut keys = Vec::new();
+    let session = SessionShared::default();
+    let rules = shared.dialect == Dialect::Dsql;
     let result = {
         let to_upstream = async {
-            let r = tokio::io::copy(&mut client_rx, &mut up_tx).await;
+            let r = if rules {
+                let mut front = FrontendRules::new(shared.limits);
+                client_to_upstream(&mut client_rx, &mut up_tx, &mut front, &session, shared).await
+            } else {
+                tokio::io::copy(&mut client_rx, &mut up_tx)
+                    .await
+                    .map(|_| ())
+            };
             let _ = up_tx.shutdown().await;
-            r.map(|_| ())
+            r
         };
+        let back = rules.then(|| (BackendRules::new(shared.limits), &session));
         let to_client = backend_to_client(
             &mut up_rx,
             &mut client_tx,
@@ -702,6 +732,7 @@ async fn relay(
             deadline,
             shared,
             &mut keys,
+            back,
         );
         tokio::select! {
             r = to_upstream => r,
@@ -720,6 +751,78 @@ async fn relay(
     result
 }
 
+/// Largest client message the rules look inside; a bigger one (a huge query text or Bind)
+/// is forwarded as bytes, unchecked, so a session's memory stays bounded.
+const MAX_INSPECTED_MESSAGE: usize = 16 << 20;
+
+/// Relays client messages upstream with DSQL's rules: Query, Parse, Bind, Execute, Close,
+/// Sync and FunctionCall are read whole and checked; everything else streams through as it
+/// arrives, never buffered whole.
+async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    client: &mut R,
+    up: &mut W,
+    rules: &mut FrontendRules,
+    session: &SessionShared,
+    shared: &Shared,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    // Bytes of the current uninspected message still to forward.
+    let mut passthrough = 0usize;
+    loop {
+        loop {
+            if passthrough > 0 {
+                let n = passthrough.min(buf.len());
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf.split_to(n));
+                passthrough -= n;
+                continue;
+            }
+            if buf.len() < 5 {
+                break;
+            }
+            let tag = buf[0];
+            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+            if len < 4 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "invalid frontend message length",
+                ));
+            }
+            let total = len + 1;
+            let inspect = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F')
+                && total <= MAX_INSPECTED_MESSAGE;
+            if !inspect {
+                rules.on_uninspected(tag, len - 4);
+                passthrough = total;
+                continue;
+            }
+            if buf.len() < total {
+                buf.reserve(total - buf.len());
+                break;
+            }
+            let frame = buf.split_to(total);
+            match rules.on_message(session, &frame) {
+                Forward::Same => out.extend_from_slice(&frame),
+                Forward::Replace(bytes) => out.extend_from_slice(&bytes),
+            }
+            let refused = session.refused.swap(0, Ordering::Relaxed);
+            if refused > 0 {
+                shared.counters.refuse_statements(refused);
+            }
+        }
+        if !out.is_empty() {
+            up.write_all(&out).await?;
+            out.clear();
+        }
+        if client.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Relays upstream messages to the client whole, so the gateway can rewrite errors and end the
 /// connection at its maximum age on a message boundary.
 async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
@@ -729,11 +832,13 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     deadline: tokio::time::Instant,
     shared: &Shared,
     keys: &mut Vec<(i32, Vec<u8>)>,
+    mut rules: Option<(BackendRules, &SessionShared)>,
 ) -> io::Result<()> {
     let mut out = Vec::new();
     // One timer for the connection's life, not one per read.
     let age_limit = tokio::time::sleep_until(deadline);
     tokio::pin!(age_limit);
+    let with_rules = rules.is_some();
     loop {
         // Forward every complete message; copy only when one must be changed or noted.
         let mut end = 0;
@@ -742,7 +847,8 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             if len > MAX_BACKEND_MESSAGE {
                 return Err(io::Error::other("upstream message too large"));
             }
-            special |= matches!(buf[end], b'E' | b'K');
+            let tag = buf[end];
+            special |= matches!(tag, b'E' | b'K') || (with_rules && BackendRules::interesting(tag));
             end += len;
         }
         if end > 0 {
@@ -752,6 +858,19 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 let mut rest = &batch[..];
                 while let Some(len) = wire::frame_len(rest)? {
                     let (frame, tail) = rest.split_at(len);
+                    rest = tail;
+                    let changed = match rules.as_mut() {
+                        Some((r, session)) => r.on_message(session, frame),
+                        None => Backward::Same,
+                    };
+                    let frame: &[u8] = match &changed {
+                        Backward::Drop => continue,
+                        Backward::Replace(bytes) => {
+                            out.extend_from_slice(bytes);
+                            continue;
+                        }
+                        Backward::Same => frame,
+                    };
                     match frame[0] {
                         b'E' => match wire::rewrite_serialization_failure(&frame[5..]) {
                             Some(rewritten) => out.extend_from_slice(&rewritten),
@@ -768,7 +887,6 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         }
                         _ => out.extend_from_slice(frame),
                     }
-                    rest = tail;
                 }
                 client.write_all(&out).await?;
             } else {

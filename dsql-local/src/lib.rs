@@ -3,9 +3,11 @@
 
 mod certs;
 mod counters;
+mod dialect;
 mod error;
 mod gateway;
 mod postgres;
+mod session_rules;
 mod token_verifier;
 mod wire;
 
@@ -13,7 +15,7 @@ mod wire;
 pub mod testing;
 
 pub use counters::{Counters, RefusalReason};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 
 use gateway::{Shared, TokenBucket};
 use postgres::{TempPostgres, UpstreamTarget};
@@ -42,6 +44,40 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections allowed at once that have not logged in yet.
 pub const DEFAULT_MAX_UNAUTHENTICATED: u32 = 256;
+/// DSQL's limit on rows modified by one transaction.
+pub const DEFAULT_MAX_TRANSACTION_ROWS: u64 = 3000;
+/// DSQL's limit on the changes one transaction makes (10 MiB).
+pub const DEFAULT_MAX_TRANSACTION_BYTES: u64 = 10 << 20;
+/// DSQL's documented maximum transaction age (5 minutes).
+pub const DEFAULT_MAX_TRANSACTION_AGE: Duration = Duration::from_secs(300);
+
+/// Which SQL the gateway accepts.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// DSQL's: statements, clauses, types and transaction shapes DSQL refuses are refused with
+    /// its SQLSTATE and words before they reach PostgreSQL; `CREATE INDEX ASYNC` and friends work.
+    #[default]
+    Dsql,
+    /// Plain PostgreSQL behind the gateway: no SQL rules (the connection rules still apply).
+    Postgres,
+}
+
+impl std::str::FromStr for Dialect {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "dsql" => Ok(Dialect::Dsql),
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            other => Err(Error::invalid_config(format!(
+                "dialect `{}` is neither `dsql` nor `postgres`",
+                gateway::bounded(other)
+            ))),
+        }
+    }
+}
+
 /// The CA file's name inside the TLS directory.
 pub const CA_FILE_NAME: &str = "dsql-local-ca.pem";
 
@@ -61,6 +97,8 @@ pub struct LocalDsqlBuilder {
     max_unauthenticated: u32,
     verify_as_of: Option<std::time::SystemTime>,
     host_aliases: Vec<String>,
+    dialect: Dialect,
+    limits: session_rules::Limits,
 }
 
 impl std::fmt::Debug for LocalDsqlBuilder {
@@ -85,6 +123,8 @@ impl std::fmt::Debug for LocalDsqlBuilder {
             .field("max_unauthenticated", &self.max_unauthenticated)
             .field("verify_as_of", &self.verify_as_of)
             .field("host_aliases", &self.host_aliases)
+            .field("dialect", &self.dialect)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -105,6 +145,12 @@ impl Default for LocalDsqlBuilder {
             max_unauthenticated: DEFAULT_MAX_UNAUTHENTICATED,
             verify_as_of: None,
             host_aliases: Vec::new(),
+            dialect: Dialect::default(),
+            limits: session_rules::Limits {
+                max_rows: DEFAULT_MAX_TRANSACTION_ROWS,
+                max_bytes: DEFAULT_MAX_TRANSACTION_BYTES,
+                max_age: DEFAULT_MAX_TRANSACTION_AGE,
+            },
         }
     }
 }
@@ -212,6 +258,34 @@ impl LocalDsqlBuilder {
         self
     }
 
+    /// DSQL's SQL rules ([`Dialect::Dsql`], the default) or plain PostgreSQL.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// Rows one transaction may modify (default [`DEFAULT_MAX_TRANSACTION_ROWS`]); the statement
+    /// that crosses it fails with 54000 `transaction row limit exceeded`.
+    pub fn max_transaction_rows(mut self, rows: u64) -> Self {
+        self.limits.max_rows = rows;
+        self
+    }
+
+    /// Bytes of changes one transaction may carry (default [`DEFAULT_MAX_TRANSACTION_BYTES`]),
+    /// estimated from the DML text, bound parameters and COPY data the client sends; COMMIT
+    /// fails with 54000 `transaction size limit 10mb exceeded` past it.
+    pub fn max_transaction_bytes(mut self, bytes: u64) -> Self {
+        self.limits.max_bytes = bytes;
+        self
+    }
+
+    /// How long a transaction block may stay open (default [`DEFAULT_MAX_TRANSACTION_AGE`]);
+    /// later statements in it fail with 54000.
+    pub fn max_transaction_age(mut self, age: Duration) -> Self {
+        self.limits.max_age = age;
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let label = |s: &str| {
             !s.is_empty()
@@ -219,7 +293,7 @@ impl LocalDsqlBuilder {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         };
         if !label(&self.region) {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "region `{}` is not a region name (lowercase letters, digits and `-`, like us-east-1)",
                 self.region
             )));
@@ -230,20 +304,19 @@ impl LocalDsqlBuilder {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "cluster id `{}` must be 26 characters of a-z and 0-9",
                 self.cluster_id
             )));
         }
         if self.max_connection_age.is_zero() {
-            return Err(Error::InvalidConfig(
-                "max connection age must be more than zero".into(),
+            return Err(Error::invalid_config(
+                "max connection age must be more than zero",
             ));
         }
         if self.rate_limit.0 == 0 || self.rate_limit.1 == 0 {
-            return Err(Error::InvalidConfig(
-                "rate limit needs at least 1 connection per second and a burst of at least 1"
-                    .into(),
+            return Err(Error::invalid_config(
+                "rate limit needs at least 1 connection per second and a burst of at least 1",
             ));
         }
         for alias in &self.host_aliases {
@@ -253,32 +326,40 @@ impl LocalDsqlBuilder {
                     && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             };
             if alias.len() > 253 || !alias.split('.').all(label_ok) {
-                return Err(Error::InvalidConfig(format!(
+                return Err(Error::invalid_config(format!(
                     "host alias `{}` is not a DNS name (labels of letters, digits and `-`, like proxy.example.com)",
                     gateway::bounded(alias)
                 )));
             }
         }
         if self.handshake_timeout.is_zero() {
-            return Err(Error::InvalidConfig(
-                "handshake timeout must be more than zero".into(),
+            return Err(Error::invalid_config(
+                "handshake timeout must be more than zero",
             ));
         }
         if self.max_unauthenticated == 0 {
-            return Err(Error::InvalidConfig(
-                "max unauthenticated connections must be at least 1".into(),
+            return Err(Error::invalid_config(
+                "max unauthenticated connections must be at least 1",
+            ));
+        }
+        if self.limits.max_rows == 0 || self.limits.max_bytes == 0 {
+            return Err(Error::invalid_config(
+                "transaction row and size limits must be at least 1",
+            ));
+        }
+        if self.limits.max_age.is_zero() {
+            return Err(Error::invalid_config(
+                "max transaction age must be more than zero",
             ));
         }
         if self.max_connections == 0 {
-            return Err(Error::InvalidConfig(
-                "max connections must be at least 1".into(),
-            ));
+            return Err(Error::invalid_config("max connections must be at least 1"));
         }
         if let Some(c) = &self.credentials
             && (c.access_key_id.is_empty() || c.secret_access_key.is_empty())
         {
-            return Err(Error::InvalidConfig(
-                "the access key id and secret key must not be empty".into(),
+            return Err(Error::invalid_config(
+                "the access key id and secret key must not be empty",
             ));
         }
         Ok(())
@@ -329,10 +410,10 @@ impl LocalDsqlBuilder {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Certificate(e.to_string()))?
+            .map_err(|e| Error::certificate(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(certs.chain, certs.key)
-            .map_err(|e| Error::Certificate(e.to_string()))?;
+            .map_err(|e| Error::certificate(e.to_string()))?;
         tls.alpn_protocols = vec![b"postgresql".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
@@ -364,7 +445,21 @@ impl LocalDsqlBuilder {
             drop_all,
             cancel_keys: Default::default(),
             sessions: AtomicU64::new(0),
+            dialect: self.dialect,
+            limits: self.limits,
         });
+        if self.dialect == Dialect::Dsql
+            && let Err(e) = admin::simple_query(&shared.upstream, SYS_SCHEMA).await
+        {
+            let why = match e {
+                admin::AdminError::Server(m) => m,
+                admin::AdminError::Io(e) => e.to_string(),
+            };
+            return Err(Error::upstream(
+                "create schema sys (sys.jobs, sys.wait_for_job)",
+                why,
+            ));
+        }
         let accept_task = tokio::spawn(gateway::serve(listener, acceptor, shared.clone()));
         tracing::info!(%address, host, region = %self.region, ca = %ca_path.display(), "dsql-local is ready");
         Ok(LocalDsql {
@@ -386,21 +481,18 @@ impl LocalDsqlBuilder {
 fn write_ca_into(dir: &Path, pem: &str) -> Result<PathBuf, Error> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
-    let write_err = |path: &Path, source| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let write_err = |path: &Path, source| Error::write(path.to_owned(), source);
     std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
     let meta = std::fs::symlink_metadata(dir).map_err(|e| write_err(dir, e))?;
     let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
     if !meta.is_dir() {
-        return Err(Error::InvalidConfig(format!(
+        return Err(Error::invalid_config(format!(
             "TLS directory {} is a symbolic link or not a directory; give a real directory",
             dir.display()
         )));
     }
     if meta.uid() != 0 && Some(meta.uid()) != me {
-        return Err(Error::InvalidConfig(format!(
+        return Err(Error::invalid_config(format!(
             "TLS directory {} belongs to another user (uid {}); give a directory you own",
             dir.display(),
             meta.uid()
@@ -423,6 +515,36 @@ fn write_ca_into(dir: &Path, pem: &str) -> Result<PathBuf, Error> {
     tmp.persist(&path).map_err(|e| write_err(&path, e.error))?;
     Ok(path)
 }
+
+/// DSQL's `sys` schema as far as dsql-local needs it: `sys.jobs` and `CALL sys.wait_for_job(id)`,
+/// and the helper that runs an `ASYNC` statement as a job. Jobs run at once (the statement is
+/// executed in the client's transaction), so a job is `completed` when its id is returned.
+const SYS_SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS sys;
+CREATE TABLE IF NOT EXISTS sys.jobs (
+  job_id text PRIMARY KEY, status text NOT NULL, details text, job_type text,
+  object_name text, start_time timestamptz NOT NULL DEFAULT now(),
+  update_time timestamptz NOT NULL DEFAULT now());
+CREATE OR REPLACE FUNCTION sys.dsql_local_run_job(statement text, job_type text, object_name text)
+RETURNS TABLE (job_id text) LANGUAGE plpgsql AS $dsql_local$
+DECLARE id text := substr(md5(random()::text || clock_timestamp()::text), 1, 26);
+BEGIN
+  EXECUTE statement;
+  INSERT INTO sys.jobs (job_id, status, job_type, object_name, update_time)
+    VALUES (id, 'completed', job_type, object_name, clock_timestamp());
+  RETURN QUERY SELECT id;
+END $dsql_local$;
+CREATE OR REPLACE PROCEDURE sys.wait_for_job(id text) LANGUAGE plpgsql AS $dsql_local$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sys.jobs j WHERE j.job_id = id) THEN
+    RAISE EXCEPTION 'job % not found', id USING ERRCODE = '42704';
+  END IF;
+END $dsql_local$;
+GRANT USAGE ON SCHEMA sys TO PUBLIC;
+GRANT SELECT, INSERT ON sys.jobs TO PUBLIC;
+GRANT EXECUTE ON FUNCTION sys.dsql_local_run_job(text, text, text) TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE sys.wait_for_job(text) TO PUBLIC;
+"#;
 
 fn credentials_from_env() -> AcceptedCredentials {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -569,7 +691,7 @@ impl LocalDsql {
     /// password, the role gets that password, so the gateway can log it in upstream.
     pub async fn create_role(&self, name: &str) -> Result<(), Error> {
         if name.is_empty() || name.len() > 63 || name.contains('\0') {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "role name {name:?} must be 1 to 63 bytes without NUL"
             )));
         }
@@ -591,10 +713,9 @@ impl LocalDsql {
         admin::simple_query(&self.shared.upstream, &sql)
             .await
             .map_err(|e| match e {
-                admin::AdminError::Server(message) => Error::Upstream {
-                    what: format!("create role {name}"),
-                    message,
-                },
+                admin::AdminError::Server(message) => {
+                    Error::upstream(format!("create role {name}"), message)
+                }
                 admin::AdminError::Io(source) => {
                     Error::io("cannot reach the upstream PostgreSQL", source)
                 }

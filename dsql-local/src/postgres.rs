@@ -41,9 +41,9 @@ impl UpstreamTarget {
     /// Parses `postgres://[user[:password]@]host[:port][/database]`.
     pub(crate) fn from_url(raw: &str) -> Result<Self, Error> {
         // Never echo the URL: it may hold a password.
-        let url = url::Url::parse(raw).map_err(|e| Error::InvalidUpstream(e.to_string()))?;
+        let url = url::Url::parse(raw).map_err(|e| Error::invalid_upstream(e.to_string()))?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(Error::InvalidUpstream(format!(
+            return Err(Error::invalid_upstream(format!(
                 "scheme `{}` is not postgres:// or postgresql://",
                 url.scheme()
             )));
@@ -51,7 +51,7 @@ impl UpstreamTarget {
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::InvalidUpstream("no host".into()))?;
+            .ok_or_else(|| Error::invalid_upstream("no host"))?;
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -208,7 +208,7 @@ fn find_bindir() -> Result<PathBuf, Error> {
         return if has_tools(&dir) {
             Ok(dir)
         } else {
-            Err(Error::PostgresNotFound)
+            Err(Error::postgres_not_found())
         };
     }
     if let Ok(out) = std::process::Command::new("pg_config")
@@ -241,7 +241,7 @@ fn find_bindir() -> Result<PathBuf, Error> {
             }
         }
     }
-    best.map(|(_, b)| b).ok_or(Error::PostgresNotFound)
+    best.map(|(_, b)| b).ok_or_else(Error::postgres_not_found)
 }
 
 /// (uid, gid) of `user` from /etc/passwd.
@@ -284,10 +284,8 @@ impl Supervisor {
 
     /// The next reply, which must start with `prefix` (returned without it).
     async fn reply(&mut self, prefix: &str) -> Result<String, Error> {
-        let failed = |detail: String| Error::Postgres {
-            command: "sh (dsql-local's PostgreSQL supervisor)".into(),
-            detail,
-        };
+        let failed =
+            |detail: String| Error::postgres("sh (dsql-local's PostgreSQL supervisor)", detail);
         let line = tokio::time::timeout(START_BOUND, self.lines.recv())
             .await
             .map_err(|_| failed(format!("no answer within {START_BOUND:?}")))?
@@ -330,7 +328,7 @@ impl TempPostgres {
     pub(crate) async fn start() -> Result<Self, Error> {
         let bin = find_bindir()?;
         let ids = if running_as_root() {
-            Some(lookup_user("postgres").ok_or(Error::NoPostgresUser)?)
+            Some(lookup_user("postgres").ok_or_else(Error::no_postgres_user)?)
         } else {
             None
         };
@@ -382,10 +380,10 @@ impl TempPostgres {
         let status = pg.sup()?.reply("initdb ").await?;
         if status != "0" {
             let log = std::fs::read_to_string(pg.dir.join("initdb.log")).unwrap_or_default();
-            return Err(Error::Postgres {
-                command: format!("{} -D {}", bin.join("initdb").display(), pg.data.display()),
-                detail: format!("exit status {status}: {}", log.trim()),
-            });
+            return Err(Error::postgres(
+                format!("{} -D {}", bin.join("initdb").display(), pg.data.display()),
+                format!("exit status {status}: {}", log.trim()),
+            ));
         }
         // The unix socket lives in the private directory and only its owner (and root) may use
         // it; TCP wants admin's per-run password. Nothing else gets in.
@@ -427,23 +425,23 @@ impl TempPostgres {
             if !log_text.contains("could not bind") && !log_text.contains("already in use") {
                 let tail: Vec<&str> = log_text.lines().rev().take(15).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                return Err(Error::Postgres {
-                    command: format!(
+                return Err(Error::postgres(
+                    format!(
                         "{} -D {} -p {port}",
                         bin.join("postgres").display(),
                         pg.data.display()
                     ),
-                    detail: format!(
+                    format!(
                         "it exited before accepting connections; server log:\n{}",
                         tail.join("\n")
                     ),
-                });
+                ));
             }
         }
-        Err(Error::Postgres {
-            command: bin.join("postgres").display().to_string(),
-            detail: "could not bind a free port on 127.0.0.1 in 5 tries; try again".into(),
-        })
+        Err(Error::postgres(
+            bin.join("postgres").display().to_string(),
+            "could not bind a free port on 127.0.0.1 in 5 tries; try again",
+        ))
     }
 
     fn sup(&mut self) -> Result<&mut Supervisor, Error> {
@@ -473,13 +471,13 @@ impl TempPostgres {
                 return Ok(false);
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Postgres {
-                    command: "postgres".into(),
-                    detail: format!(
+                return Err(Error::postgres(
+                    "postgres",
+                    format!(
                         "not ready within {START_BOUND:?}; see {}",
                         self.dir.join("postgres.log").display()
                     ),
-                });
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -538,10 +536,7 @@ impl TempPostgres {
 /// mode 0600, given to `ids`.
 fn write_private(path: &Path, contents: &[u8], ids: Option<(u32, u32)>) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
-    let write_err = |source| Error::Write {
-        path: path.to_owned(),
-        source,
-    };
+    let write_err = |source| Error::write(path.to_owned(), source);
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -255,6 +255,27 @@ fn option_words(options: &str) -> Vec<String> {
     words
 }
 
+/// The `-c name=value` / `--name=value` settings in a libpq `options` value.
+pub(crate) fn option_settings(options: &str) -> Vec<(String, String)> {
+    let words = option_words(options);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = &words[i];
+        let setting = if w == "-c" {
+            i += 1;
+            words.get(i).map(String::as_str)
+        } else {
+            w.strip_prefix("--").or_else(|| w.strip_prefix("-c"))
+        };
+        if let Some((name, value)) = setting.and_then(|s| s.split_once('=')) {
+            out.push((name.replace('-', "_"), value.to_owned()));
+        }
+        i += 1;
+    }
+    out
+}
+
 fn escape_word(w: &str) -> String {
     let mut out = String::with_capacity(w.len());
     for c in w.chars() {
@@ -344,6 +365,22 @@ mod tests {
             ("-c statement_timeout=5s".into(), None)
         );
         assert_eq!(take_cluster_id("-c"), ("-c".into(), None));
+    }
+
+    #[test]
+    fn option_settings_are_read() {
+        assert_eq!(
+            option_settings("-c default_transaction_isolation=serializable --work-mem=1MB -cx=y"),
+            vec![
+                (
+                    "default_transaction_isolation".into(),
+                    "serializable".into()
+                ),
+                ("work_mem".into(), "1MB".into()),
+                ("x".into(), "y".into())
+            ]
+        );
+        assert!(option_settings("-c").is_empty());
     }
 
     #[test]

@@ -429,9 +429,13 @@ async fn concurrent_writers_on_one_row_get_oc000() {
     let (b, _cb) = connect(&dsql, &dial, &token(&dsql, "admin"))
         .await
         .expect("b");
-    a.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL); INSERT INTO counter VALUES (1, 0)")
+    // DSQL: one DDL per transaction, never with DML, so two statements.
+    a.batch_execute("CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)")
         .await
         .expect("setup");
+    a.batch_execute("INSERT INTO counter VALUES (1, 0)")
+        .await
+        .expect("setup row");
     b.batch_execute("BEGIN").await.expect("b begins");
     let _ = b
         .query_one("SELECT n FROM counter WHERE id = 1", &[])

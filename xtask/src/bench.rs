@@ -242,11 +242,15 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
             let _ = writeln!(
                 out,
                 "`cargo run --release -p dsql-local --example pgbench_gateway`: {} clients, {} s each: \
-                 direct {:.0} tps, through dsql-local's TLS gateway {:.0} tps, ratio gateway/direct {:.3}.",
+                 direct {:.0} tps (plain TCP), direct {:.0} tps (PostgreSQL's own `ssl=on`), through \
+                 dsql-local's TLS gateway with DSQL's SQL rules on {:.0} tps; ratio gateway/direct TLS \
+                 {:.3} (like with like; goal at least 0.8), gateway/direct plain {:.3}.",
                 v["clients"],
                 v["seconds"],
                 v["direct_tps"].as_f64().unwrap_or(0.0),
+                v["direct_tls_tps"].as_f64().unwrap_or(0.0),
                 v["gateway_tps"].as_f64().unwrap_or(0.0),
+                v["ratio_tls"].as_f64().unwrap_or(0.0),
                 v["ratio"].as_f64().unwrap_or(0.0)
             );
         }

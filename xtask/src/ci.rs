@@ -95,6 +95,8 @@ pub(crate) fn run(args: &[String]) -> Result {
         "dsql-diesel with every pool (bb8 and deadpool)",
         cargo().args(["test", "-p", "dsql-diesel", "--all-features", "--locked"]),
     )?;
+    // The Cloudflare Worker: wasm32 lints, then built and run in workerd (xtask/src/worker.rs).
+    crate::worker::run(&[])?;
     println!("\nci: all steps passed");
     Ok(())
 }

@@ -1,0 +1,671 @@
+//! DSQL's rules applied to one relayed session: the statement rules of [`crate::dialect`] and
+//! the transaction rules (one DDL per transaction, no DDL with DML, limits on rows, size and age).
+//!
+//! How a refusal reaches the client: the gateway sends the upstream, instead of the refused
+//! message, a statement that is a syntax error naming a unique marker
+//! (`dsql_local_refused_<n>`). PostgreSQL then does what DSQL does with a refused statement:
+//! inside a transaction block the transaction is aborted (25P02 until ROLLBACK); in the
+//! extended protocol everything up to Sync is discarded, then ReadyForQuery. The backend half
+//! of the relay swaps that syntax error for DSQL's SQLSTATE and words. Only the client's own
+//! session sees markers, and the relay never has to guess the transaction state.
+//!
+//! The frontend half predicts transaction boundaries from the statements it forwards
+//! (BEGIN/COMMIT/ROLLBACK, the end of a simple query, Sync); the backend half counts modified
+//! rows from CommandComplete tags and resets at ReadyForQuery `I`.
+
+use crate::dialect::{self, Class, Refusal};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// SQLSTATE for DSQL's transaction limits.
+pub(crate) const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+const MULTIPLE_DDL: &str = "multiple ddl statements not supported in a transaction";
+const DDL_AND_DML: &str = "ddl and dml are not supported in the same transaction";
+const ROW_LIMIT: &str = "transaction row limit exceeded";
+const SIZE_LIMIT: &str = "transaction size limit 10mb exceeded";
+const ABORTED: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
+/// Most pending substitutions kept per session (refusals whose answer has not come back yet).
+const MAX_PENDING: usize = 4096;
+/// Most prepared statements / portals whose class is remembered per session.
+const MAX_NAMES: usize = 4096;
+/// Longest statement or portal name remembered (longer ones are treated as unknown).
+const MAX_NAME_LEN: usize = 256;
+
+/// The limits a session enforces; see the builder's setters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_rows: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_age: Duration,
+}
+
+/// What the backend half must do with an answer, queued by the frontend half.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    /// Swap the syntax error naming `marker` for this refusal.
+    Refuse { marker: String, refusal: Refusal },
+    /// Drop every message up to and including the next ReadyForQuery (a helper statement's answer).
+    Swallow,
+}
+
+/// State both halves of one relayed session share.
+#[derive(Debug, Default)]
+pub(crate) struct SessionShared {
+    /// (ReadyForQuery count before the answer, what to do with it).
+    pending: Mutex<VecDeque<(u64, Pending)>>,
+    /// The backend half crossed the row limit inside a transaction block: the transaction is
+    /// aborted as far as the client knows; the frontend makes it so upstream.
+    poisoned: AtomicBool,
+    /// Refusals made in this session (for the gateway's counters).
+    pub(crate) refused: AtomicU64,
+}
+
+impl SessionShared {
+    fn push(&self, seq: u64, p: Pending) {
+        if let Ok(mut q) = self.pending.lock() {
+            if q.len() >= MAX_PENDING {
+                q.pop_front();
+            }
+            q.push_back((seq, p));
+        }
+    }
+}
+
+/// The transaction as the frontend half predicts it.
+#[derive(Debug, Clone, Default)]
+struct Txn {
+    explicit: bool,
+    ddl: u32,
+    dml: bool,
+    bytes: u64,
+    started: Option<Instant>,
+}
+
+/// What the frontend half sends upstream for one client message.
+#[derive(Debug)]
+pub(crate) enum Forward {
+    /// The client's bytes, unchanged.
+    Same,
+    /// These bytes instead.
+    Replace(Vec<u8>),
+}
+
+/// The frontend half's rules for one session.
+#[derive(Debug)]
+pub(crate) struct FrontendRules {
+    limits: Limits,
+    txn: Txn,
+    /// Messages that produce one ReadyForQuery each (Query, Sync, FunctionCall) sent so far,
+    /// counting the login's.
+    rfq_seq: u64,
+    markers: u64,
+    /// Upstream discards until Sync (a refusal in the extended protocol).
+    skipping: bool,
+    statements: HashMap<Vec<u8>, Class>,
+    portals: HashMap<Vec<u8>, Class>,
+}
+
+fn marker_query(marker: &str) -> Vec<u8> {
+    let mut body = marker.as_bytes().to_vec();
+    body.push(0);
+    crate::wire::message(b'Q', &body)
+}
+
+fn marker_parse(name: &[u8], marker: &str) -> Vec<u8> {
+    let mut body = name.to_vec();
+    body.push(0);
+    body.extend_from_slice(marker.as_bytes());
+    body.push(0);
+    body.extend_from_slice(&0i16.to_be_bytes());
+    crate::wire::message(b'P', &body)
+}
+
+/// Splits a NUL-terminated string off the front of `b`.
+fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|c| *c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+impl FrontendRules {
+    pub(crate) fn new(limits: Limits) -> Self {
+        FrontendRules {
+            limits,
+            txn: Txn::default(),
+            rfq_seq: 1,
+            markers: 0,
+            skipping: false,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+        }
+    }
+
+    fn next_marker(&mut self) -> String {
+        self.markers += 1;
+        format!("dsql_local_refused_{}", self.markers)
+    }
+
+    /// Applies the transaction rules to one statement of class `class` on a copy of the state.
+    fn apply(&self, txn: &mut Txn, class: Class, now: Instant) -> Result<(), Refusal> {
+        if txn.explicit
+            && let Some(started) = txn.started
+            && now.duration_since(started) > self.limits.max_age
+            && !matches!(class, Class::Commit | Class::Rollback)
+        {
+            return Err(Refusal {
+                code: PROGRAM_LIMIT_EXCEEDED,
+                // Inference: DSQL's words for this limit are not recorded.
+                message: format!(
+                    "transaction age limit of {}s exceeded",
+                    self.limits.max_age.as_secs()
+                ),
+            });
+        }
+        match class {
+            Class::Begin => {
+                if !txn.explicit {
+                    *txn = Txn {
+                        explicit: true,
+                        started: Some(now),
+                        ..Txn::default()
+                    };
+                }
+            }
+            Class::Commit => {
+                if txn.explicit && txn.bytes > self.limits.max_bytes {
+                    return Err(Refusal {
+                        code: PROGRAM_LIMIT_EXCEEDED,
+                        message: SIZE_LIMIT.into(),
+                    });
+                }
+                *txn = Txn::default();
+            }
+            Class::Rollback => *txn = Txn::default(),
+            Class::Ddl => {
+                if txn.dml {
+                    return Err(Refusal::unsupported_txn(DDL_AND_DML));
+                }
+                if txn.ddl >= 1 {
+                    return Err(Refusal::unsupported_txn(MULTIPLE_DDL));
+                }
+                txn.ddl += 1;
+            }
+            Class::Dml => {
+                if txn.ddl > 0 {
+                    return Err(Refusal::unsupported_txn(DDL_AND_DML));
+                }
+                txn.dml = true;
+            }
+            Class::Other => {}
+        }
+        Ok(())
+    }
+
+    /// Queues a refusal and returns what to send upstream in place of the refused message.
+    fn refuse(
+        &mut self,
+        shared: &SessionShared,
+        refusal: Refusal,
+        parse_name: Option<&[u8]>,
+    ) -> Vec<u8> {
+        let marker = self.next_marker();
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        shared.push(
+            self.rfq_seq,
+            Pending::Refuse {
+                marker: marker.clone(),
+                refusal,
+            },
+        );
+        match parse_name {
+            Some(name) => {
+                self.skipping = true;
+                marker_parse(name, &marker)
+            }
+            None => marker_query(&marker),
+        }
+    }
+
+    /// After the upstream was told to abort (a refusal inside a transaction block), nothing more
+    /// counts in this transaction until it ends.
+    fn after_refusal(&mut self) {
+        // The transaction stays open upstream (aborted) until the client ends it; keep
+        // `explicit` so its ROLLBACK is understood, forget what it did.
+        self.txn.ddl = 0;
+        self.txn.dml = false;
+    }
+
+    /// Decides what to send upstream for one complete client message (`frame`: tag, length,
+    /// body). The caller forwards the result in order.
+    pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Forward {
+        let tag = frame[0];
+        let body = &frame[5..];
+        match tag {
+            b'Q' => {
+                let forward = self.on_query(shared, body);
+                self.rfq_seq += 1;
+                forward
+            }
+            b'P' => self.on_parse(shared, body),
+            b'B' => {
+                if let Some((portal, rest)) = cstr(body)
+                    && let Some((stmt, _)) = cstr(rest)
+                {
+                    let class = self.statements.get(stmt).copied().unwrap_or(Class::Other);
+                    if class == Class::Dml {
+                        self.txn.bytes += body.len() as u64;
+                    }
+                    remember(&mut self.portals, portal, class);
+                }
+                Forward::Same
+            }
+            b'E' => self.on_execute(shared, body),
+            b'C' => {
+                if let Some((&kind, rest)) = body.split_first()
+                    && let Some((name, _)) = cstr(rest)
+                {
+                    match kind {
+                        b'S' => self.statements.remove(name),
+                        _ => self.portals.remove(name),
+                    };
+                }
+                Forward::Same
+            }
+            b'S' => {
+                self.skipping = false;
+                if !self.txn.explicit {
+                    self.txn = Txn::default();
+                }
+                self.portals.retain(|k, _| !k.is_empty());
+                self.rfq_seq += 1;
+                Forward::Same
+            }
+            b'F' => {
+                self.rfq_seq += 1;
+                Forward::Same
+            }
+            _ => Forward::Same,
+        }
+    }
+
+    /// A message the relay forwards without looking inside (CopyData counts towards the
+    /// transaction's size).
+    pub(crate) fn on_uninspected(&mut self, tag: u8, len: usize) {
+        if tag == b'd' {
+            self.txn.bytes += len as u64;
+        }
+    }
+
+    fn poisoned_statement(
+        &mut self,
+        shared: &SessionShared,
+        class: Option<Class>,
+        parse_name: Option<&[u8]>,
+    ) -> Option<Forward> {
+        if !shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        match class {
+            Some(Class::Rollback) => {
+                shared.poisoned.store(false, Ordering::Release);
+                self.txn = Txn::default();
+                None
+            }
+            Some(Class::Commit) if parse_name.is_none() => {
+                // PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK: so do we.
+                shared.poisoned.store(false, Ordering::Release);
+                self.txn = Txn::default();
+                Some(Forward::Replace(query_message("ROLLBACK")))
+            }
+            _ => {
+                // The upstream transaction is still healthy: abort it for real, answering 25P02.
+                shared.poisoned.store(false, Ordering::Release);
+                self.after_refusal();
+                let refusal = Refusal {
+                    code: "25P02",
+                    message: ABORTED.into(),
+                };
+                Some(Forward::Replace(self.refuse(shared, refusal, parse_name)))
+            }
+        }
+    }
+
+    fn on_query(&mut self, shared: &SessionShared, body: &[u8]) -> Forward {
+        let Some((sql, _)) = cstr(body) else {
+            return Forward::Same;
+        };
+        let sql = String::from_utf8_lossy(sql);
+        let checked = dialect::check(&sql);
+        let first = checked
+            .as_ref()
+            .ok()
+            .and_then(|c| c.classes.first().copied());
+        if let Some(f) = self.poisoned_statement(shared, first, None) {
+            return f;
+        }
+        let checked = match checked {
+            Ok(c) => c,
+            Err(refusal) => {
+                let out = self.refuse(shared, refusal, None);
+                self.after_refusal();
+                return Forward::Replace(out);
+            }
+        };
+        let mut txn = self.txn.clone();
+        let now = Instant::now();
+        for class in &checked.classes {
+            if let Err(refusal) = self.apply(&mut txn, *class, now) {
+                let commit = *class == Class::Commit;
+                let out = self.refuse(shared, refusal, None);
+                self.after_refusal();
+                if commit {
+                    // A COMMIT refused for size ends the transaction, as DSQL's does: roll it
+                    // back first, swallowing that answer.
+                    shared.push(self.rfq_seq, Pending::Swallow);
+                    self.rfq_seq += 1;
+                    self.txn = Txn::default();
+                    let mut both = query_message("ROLLBACK");
+                    both.extend_from_slice(&out);
+                    // The refusal's own answer comes after the ROLLBACK's ReadyForQuery.
+                    self.requeue_last_after_swallow(shared);
+                    return Forward::Replace(both);
+                }
+                return Forward::Replace(out);
+            }
+            if *class == Class::Dml {
+                txn.bytes += sql.len() as u64;
+            }
+        }
+        // A simple query outside a transaction block is its own implicit transaction.
+        if !txn.explicit {
+            txn = Txn::default();
+        }
+        self.txn = txn;
+        match checked.rewritten {
+            Some(sql) => Forward::Replace(query_message(&sql)),
+            None => Forward::Same,
+        }
+    }
+
+    /// The last queued refusal was queued with the ROLLBACK's sequence number; its answer
+    /// comes one ReadyForQuery later.
+    fn requeue_last_after_swallow(&self, shared: &SessionShared) {
+        if let Ok(mut q) = shared.pending.lock() {
+            // Order in the queue: [.., Refuse(seq), Swallow(seq)] -> [.., Swallow(seq), Refuse(seq+1)]
+            let n = q.len();
+            if n >= 2 {
+                q.swap(n - 2, n - 1);
+                q[n - 1].0 += 1;
+            }
+        }
+    }
+
+    fn on_parse(&mut self, shared: &SessionShared, body: &[u8]) -> Forward {
+        let Some((name, rest)) = cstr(body) else {
+            return Forward::Same;
+        };
+        let Some((sql, params)) = cstr(rest) else {
+            return Forward::Same;
+        };
+        let sql = String::from_utf8_lossy(sql);
+        let checked = dialect::check(&sql);
+        let first = checked
+            .as_ref()
+            .ok()
+            .and_then(|c| c.classes.first().copied());
+        if let Some(f) =
+            self.poisoned_statement(shared, first.filter(|c| *c == Class::Rollback), Some(name))
+        {
+            return f;
+        }
+        match checked {
+            Err(refusal) => {
+                let out = self.refuse(shared, refusal, Some(name));
+                self.after_refusal();
+                Forward::Replace(out)
+            }
+            Ok(c) => {
+                remember(
+                    &mut self.statements,
+                    name,
+                    c.classes.first().copied().unwrap_or(Class::Other),
+                );
+                match c.rewritten {
+                    Some(sql) => {
+                        let mut b = name.to_vec();
+                        b.push(0);
+                        b.extend_from_slice(sql.as_bytes());
+                        b.push(0);
+                        b.extend_from_slice(params);
+                        Forward::Replace(crate::wire::message(b'P', &b))
+                    }
+                    None => Forward::Same,
+                }
+            }
+        }
+    }
+
+    fn on_execute(&mut self, shared: &SessionShared, body: &[u8]) -> Forward {
+        if self.skipping {
+            return Forward::Same;
+        }
+        let Some((portal, _)) = cstr(body) else {
+            return Forward::Same;
+        };
+        let class = self.portals.get(portal).copied().unwrap_or(Class::Other);
+        if let Some(f) =
+            self.poisoned_statement(shared, Some(class), Some(&b"dsql_local_refused"[..]))
+        {
+            return f;
+        }
+        let mut txn = self.txn.clone();
+        match self.apply(&mut txn, class, Instant::now()) {
+            Ok(()) => {
+                self.txn = txn;
+                Forward::Same
+            }
+            Err(refusal) => {
+                // The portal runs nothing: a failing Parse makes the upstream discard until Sync.
+                let out = self.refuse(shared, refusal, Some(&b"dsql_local_refused"[..]));
+                self.after_refusal();
+                Forward::Replace(out)
+            }
+        }
+    }
+}
+
+fn remember(map: &mut HashMap<Vec<u8>, Class>, name: &[u8], class: Class) {
+    if name.len() > MAX_NAME_LEN {
+        return;
+    }
+    if map.len() >= MAX_NAMES && !map.contains_key(name) {
+        map.clear();
+    }
+    map.insert(name.to_vec(), class);
+}
+
+fn query_message(sql: &str) -> Vec<u8> {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    crate::wire::message(b'Q', &body)
+}
+
+impl Refusal {
+    fn unsupported_txn(message: &str) -> Self {
+        Refusal {
+            code: dialect::FEATURE_NOT_SUPPORTED,
+            message: message.into(),
+        }
+    }
+}
+
+/// What the backend half does with one complete upstream message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Backward {
+    Same,
+    Replace(Vec<u8>),
+    Drop,
+}
+
+/// The backend half's rules for one session.
+#[derive(Debug)]
+pub(crate) struct BackendRules {
+    limits: Limits,
+    rfq_seen: u64,
+    rows: u64,
+    swallowing: bool,
+    /// The row limit was crossed inside a transaction block: report `E` until it ends.
+    aborted_by_us: bool,
+}
+
+impl BackendRules {
+    pub(crate) fn new(limits: Limits) -> Self {
+        BackendRules {
+            limits,
+            rfq_seen: 0,
+            rows: 0,
+            swallowing: false,
+            aborted_by_us: false,
+        }
+    }
+
+    /// Whether a message with this tag may need a change (the relay copies the others as bytes).
+    pub(crate) fn interesting(tag: u8) -> bool {
+        matches!(tag, b'E' | b'C' | b'Z')
+    }
+
+    pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
+        let tag = frame[0];
+        let body = &frame[5..];
+        if self.swallowing {
+            if tag == b'Z' {
+                self.swallowing = false;
+                self.rfq_seen += 1;
+            }
+            return Backward::Drop;
+        }
+        if let Ok(mut q) = shared.pending.lock() {
+            while q.front().is_some_and(|(seq, _)| *seq < self.rfq_seen) {
+                q.pop_front();
+            }
+            if let Some((seq, Pending::Swallow)) = q.front()
+                && *seq == self.rfq_seen
+            {
+                q.pop_front();
+                if tag == b'Z' {
+                    self.rfq_seen += 1;
+                } else {
+                    self.swallowing = true;
+                }
+                return Backward::Drop;
+            }
+            if tag == b'E' && let Some(pos) = q.iter().position(|(seq, p)| {
+                *seq == self.rfq_seen
+                    && matches!(p, Pending::Refuse { marker, .. } if is_marker_error(body, marker))
+            }) {
+                let (_, p) = q.remove(pos).expect("position is in range");
+                // Earlier refusals at the same point were skipped by the upstream.
+                for _ in 0..pos {
+                    q.pop_front();
+                }
+                if let Pending::Refuse { refusal, .. } = p {
+                    return Backward::Replace(crate::wire::error_response(
+                        "ERROR",
+                        refusal.code,
+                        &refusal.message,
+                        None,
+                    ));
+                }
+            }
+        }
+        match tag {
+            b'C' => {
+                let rows = modified_rows(body);
+                if rows > 0 {
+                    self.rows += rows;
+                    if self.rows > self.limits.max_rows {
+                        self.rows = 0;
+                        self.aborted_by_us = true;
+                        shared.poisoned.store(true, Ordering::Release);
+                        return Backward::Replace(crate::wire::error_response(
+                            "ERROR",
+                            PROGRAM_LIMIT_EXCEEDED,
+                            ROW_LIMIT,
+                            None,
+                        ));
+                    }
+                }
+                Backward::Same
+            }
+            b'Z' => {
+                self.rfq_seen += 1;
+                let status = body.first().copied().unwrap_or(b'I');
+                if status == b'I' {
+                    self.rows = 0;
+                    self.aborted_by_us = false;
+                    // Outside a transaction block the crossing statement ended its own
+                    // transaction: nothing is left to abort.
+                    shared.poisoned.store(false, Ordering::Release);
+                } else if status == b'T'
+                    && self.aborted_by_us
+                    && shared.poisoned.load(Ordering::Acquire)
+                {
+                    return Backward::Replace(crate::wire::message(b'Z', b"E"));
+                } else if status != b'T' {
+                    self.aborted_by_us = false;
+                }
+                Backward::Same
+            }
+            _ => Backward::Same,
+        }
+    }
+}
+
+/// Rows written according to a CommandComplete tag (`INSERT 0 n`, `UPDATE n`, `DELETE n`, `MERGE n`).
+fn modified_rows(body: &[u8]) -> u64 {
+    let tag = cstr(body).map(|(t, _)| t).unwrap_or(body);
+    let Ok(tag) = std::str::from_utf8(tag) else {
+        return 0;
+    };
+    let mut words = tag.split(' ');
+    match words.next() {
+        Some("INSERT" | "UPDATE" | "DELETE" | "MERGE") => {
+            words.next_back().and_then(|n| n.parse().ok()).unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// Whether an ErrorResponse body is PostgreSQL's syntax error at `marker`.
+fn is_marker_error(body: &[u8], marker: &str) -> bool {
+    crate::wire::error_fields(body)
+        .iter()
+        .any(|(t, v)| *t == b'M' && *v == format!("syntax error at or near \"{marker}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_complete_tags_give_rows() {
+        assert_eq!(modified_rows(b"INSERT 0 12\0"), 12);
+        assert_eq!(modified_rows(b"UPDATE 3\0"), 3);
+        assert_eq!(modified_rows(b"SELECT 5\0"), 0);
+        assert_eq!(modified_rows(b"\xff\0"), 0);
+    }
+
+    #[test]
+    fn marker_errors_are_recognised() {
+        let e = crate::wire::error_response(
+            "ERROR",
+            "42601",
+            "syntax error at or near \"dsql_local_refused_3\"",
+            None,
+        );
+        assert!(is_marker_error(&e[5..], "dsql_local_refused_3"));
+        assert!(!is_marker_error(&e[5..], "dsql_local_refused_4"));
+    }
+}
