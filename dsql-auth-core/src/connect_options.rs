@@ -13,7 +13,7 @@
 //!
 //! | key | aliases | meaning | default | environment |
 //! |-----|---------|---------|---------|-------------|
-//! | `host` | | DSQL hostname, bare cluster id or custom host | (required) | `PGHOST` |
+//! | `host` | | DSQL hostname, bare cluster id or custom host; `<host>:<port>` sets `port` too (`:443` is dropped) | (required) | `PGHOST` |
 //! | `hostaddr` | | IP address to connect to instead of resolving `host` | | `PGHOSTADDR` |
 //! | `port` | | 1..=65535 | 5432 | `PGPORT` |
 //! | `user` | | database role | `admin` | `PGUSER` |
@@ -37,6 +37,9 @@
 //!   host, port, user and database, so `?host=` overrides the host part). Aliases count as the same
 //!   key.
 //! - An empty value means "not given" (libpq's rule): the default or the environment applies.
+//! - A port pasted after the host (`host=<host>:5432`) moves to `port`; a `port` that says
+//!   otherwise is an error naming both (except `PGPORT`, which the string's host beats). `:443`
+//!   is the port of the URL AWS signs and is dropped. Tokens are signed for the host alone.
 //! - [`ConnectOptions::parse`] and [`FromStr`] never read the environment;
 //!   [`ConnectOptions::parse_with_env`] fills keys that were not given from it. The region comes
 //!   from `AWS_REGION`/`AWS_DEFAULT_REGION` only when the host does not carry one, so a stray

@@ -35,7 +35,7 @@ pub struct Error {
 
 impl Error {
     /// Creates an error of `kind` with a message that says what to do.
-    pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
         Self {
             kind,
             message: message.to_string(),
@@ -44,7 +44,7 @@ impl Error {
     }
 
     /// Attaches the underlying cause. The cause must not carry secrets.
-    pub fn with_source(
+    pub(crate) fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

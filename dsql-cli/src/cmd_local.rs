@@ -51,7 +51,7 @@ pub(crate) struct Args {
     /// cluster, and tokens must then be signed for it. Repeat for more
     #[arg(long, value_name = "NAME")]
     host_alias: Vec<String>,
-    /// Use this PostgreSQL (postgres://user[:password]@host[:port]/db) instead of a temporary one
+    /// Use this PostgreSQL (`postgres://user[:password]@host[:port]/db`) instead of a temporary one
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
     /// Close connections after this many seconds [default: 3600, DSQL's limit]

@@ -37,7 +37,7 @@ pub(crate) enum Format {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The cluster endpoint (<cluster-id>.dsql.<region>.on.aws), a bare cluster id (with a region),
+    /// The cluster endpoint (`<cluster-id>.dsql.<region>.on.aws`), a bare cluster id (with a region),
     /// or a custom host such as a proxy (with a region; never rewritten). A port after it
     /// (`:5432`) is the port printed in the url/env/json formats; `:443` is dropped. The token is
     /// signed for the host alone.

@@ -21,16 +21,23 @@ use dsql_local::testing::{self, guarded, start};
 use dsql_local::{LocalDsql, RefusalReason};
 
 diesel::table! {
+    /// Rows the pool tests write and read.
     items (id) {
+        /// Primary key.
         id -> Int8,
+        /// Item name.
         name -> Text,
+        /// Quantity.
         qty -> Int4,
     }
 }
 
 diesel::table! {
+    /// One counter row that concurrent transactions increment (OCC conflicts).
     counter (id) {
+        /// Primary key.
         id -> Int4,
+        /// The count.
         n -> Int8,
     }
 }

@@ -77,7 +77,7 @@ const ORIGIN_CODES: std::ops::RangeInclusive<i64> = 2008..=2016;
 
 impl Error {
     /// An error of `kind` with a message that says what to do.
-    pub fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl fmt::Display) -> Self {
         Self {
             kind,
             message: message.to_string(),
@@ -89,7 +89,7 @@ impl Error {
     }
 
     /// Attaches the underlying cause (which must not carry secrets).
-    pub fn with_source(
+    pub(crate) fn with_source(
         mut self,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {

@@ -18,9 +18,13 @@ use dsql_diesel::{Config, RetryPolicy, transaction_with_retry};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 diesel::table! {
+    /// The demo's products.
     diesel_demo_products (id) {
+        /// Primary key.
         id -> Int8,
+        /// Product name.
         name -> Text,
+        /// Units in stock.
         stock -> Int4,
     }
 }
