@@ -51,18 +51,16 @@ use std::time::Duration;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::endpoint::{self, DEFAULT_PORT, Endpoint, shown};
+use crate::endpoint::{self, DEFAULT_PORT, Endpoint};
 use crate::error::{Error, ErrorKind};
+use crate::host::{self, shown};
 use crate::token::{Action, SigningParams};
 
 /// Default database role.
 pub const DEFAULT_USER: &str = "admin";
 /// Default (and only) DSQL database.
 pub const DEFAULT_DBNAME: &str = "postgres";
-/// Default token lifetime: 900 s, as AWS's SDKs.
-pub const DEFAULT_TOKEN_DURATION: Duration = Duration::from_secs(900);
-/// Longest token lifetime: 604,800 s (7 days).
-pub const MAX_TOKEN_DURATION_SECS: u64 = 604_800;
+pub use crate::limits::DEFAULT_TOKEN_DURATION;
 
 /// TLS mode. DSQL requires TLS, so libpq's `disable`, `allow` and `prefer` are errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -432,6 +430,19 @@ impl ConnectOptions {
         build(given)
     }
 
+    /// Fills `region`, when it is unset and the host carries none, from `AWS_REGION` or else
+    /// `AWS_DEFAULT_REGION` looked up with `env`: the rule [`ConnectOptions::parse_with_env`]
+    /// applies, for options built in code (the `dsql token` command). A DSQL hostname's own region
+    /// is never replaced.
+    pub fn region_from_env(mut self, env: impl Fn(&str) -> Option<String>) -> Self {
+        if self.region.is_none()
+            && let Some((_, region)) = env_region(Some(&self.host), &env)
+        {
+            self.region = Some(region);
+        }
+        self
+    }
+
     /// [`ConnectOptions::parse_with_env`] with the process environment: what adapters call.
     pub fn from_env_and_str(s: &str) -> Result<Self, Error> {
         Self::parse_with_env(s, |k| std::env::var(k).ok())
@@ -440,17 +451,33 @@ impl ConnectOptions {
     /// The endpoint: `host`, `region`, `cluster_id` and `port` combined (see [`Endpoint`]). A
     /// custom host plus a cluster id means PrivateLink without DNS: connect to the host, sign for
     /// `<cluster_id>.dsql.<region>.on.aws`.
+    ///
+    /// A port written after the host (`<host>:5432`) is the port to connect to, unless `port` says
+    /// otherwise (an error); `<host>:443` is the signing URL's port and is dropped (see
+    /// [`Endpoint`]). Parsing moves such a port to `port`; this covers hosts set in code.
     pub fn endpoint(&self) -> Result<Endpoint, Error> {
         // Fields are public, so a value set in code may be one `parse` would have refused.
         if self.port == 0 {
             return Err(conn_err("port 0 is not a port: use 1-65535 (default 5432)"));
         }
-        Ok(Endpoint::parse_with_cluster_id(
+        let (ep, host_port) = Endpoint::parse_parts(
             &self.host,
             self.region.as_deref(),
             self.cluster_id.as_deref(),
-        )?
-        .with_port(self.port))
+        )?;
+        let port = match host_port {
+            Some(p) if self.port != DEFAULT_PORT && self.port != p => {
+                return Err(conn_err(format!(
+                    "host `{}` names port {p} but port is {}: give the port once (drop `:{p}` \
+                     from the host or set port to {p})",
+                    shown(&self.host),
+                    self.port
+                )));
+            }
+            Some(p) => p,
+            None => self.port,
+        };
+        Ok(ep.with_port(port))
     }
 
     /// The IAM action: the override if set, else `DbConnectAdmin` for `admin` and `DbConnect`
@@ -539,7 +566,7 @@ impl fmt::Display for ConnectOptions {
             )?;
         }
         if let Some(v) = &self.action {
-            param(f, "action", action_name(*v))?;
+            param(f, "action", v.as_str())?;
         }
         if self.sslmode != SslMode::VerifyFull {
             param(f, "sslmode", self.sslmode.as_str())?;
@@ -560,13 +587,6 @@ impl fmt::Display for ConnectOptions {
             param(f, "options", v)?;
         }
         Ok(())
-    }
-}
-
-fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::DbConnect => "DbConnect",
-        Action::DbConnectAdmin => "DbConnectAdmin",
     }
 }
 
@@ -881,19 +901,26 @@ fn fill_from_env(given: &mut Given, env: &dyn Fn(&str) -> Option<String>) {
     }
     // The region from the environment only when the host carries none: a DSQL hostname's own
     // region must not be contradicted by a stray AWS_REGION.
-    if !given.contains_key(&Key::Region) {
-        let host_has_region = given
-            .get(&Key::Host)
-            .is_some_and(|(h, _)| endpoint::region_in_host(h).is_some());
-        if !host_has_region
-            && let Some((var, value)) = Key::Region
-                .env_vars()
-                .iter()
-                .find_map(|v| env(v).filter(|x| !x.is_empty()).map(|x| (*v, x)))
-        {
-            given.insert(Key::Region, (value, Origin::Env(var)));
-        }
+    if !given.contains_key(&Key::Region)
+        && let Some((var, value)) = env_region(given.get(&Key::Host).map(|(h, _)| h.as_str()), env)
+    {
+        given.insert(Key::Region, (value, Origin::Env(var)));
     }
+}
+
+/// The region from `AWS_REGION` / `AWS_DEFAULT_REGION` (the first non-empty), for a host that
+/// carries none; `None` for a DSQL hostname, whose own region wins.
+fn env_region(
+    host: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(&'static str, String)> {
+    if host.is_some_and(|h| endpoint::region_in_host(h).is_some()) {
+        return None;
+    }
+    Key::Region
+        .env_vars()
+        .iter()
+        .find_map(|v| env(v).filter(|x| !x.is_empty()).map(|x| (*v, x)))
 }
 
 fn build(mut given: Given) -> Result<ConnectOptions, Error> {
@@ -912,13 +939,30 @@ fn build(mut given: Given) -> Result<ConnectOptions, Error> {
             "no host: give host=<cluster-id>.dsql.<region>.on.aws (or a cluster id with region=...), or set PGHOST",
         ));
     };
-    // Brackets are URL syntax for IPv6; the stored host never has them.
-    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(inner) if inner.contains(':') => inner.to_owned(),
-        _ => host,
-    };
+    // The stored host is the host alone: IPv6 without brackets, and a port written after it
+    // (`<host>:5432`, as users paste it) moved to `port`.
+    let parsed = host::parse_host(&host).map_err(|e| conn_err(format!("{origin}: {e}")))?;
     endpoint::check_host(&host).map_err(|e| conn_err(format!("{origin}: {e}")))?;
-    let mut opts = ConnectOptions::new(host);
+    let host_port = parsed.port.filter(|p| *p != endpoint::HTTPS_PORT);
+    let mut opts = ConnectOptions::new(parsed.as_written);
+    if let Some(p) = host_port {
+        match given.get(&Key::Port) {
+            // The string's host beats PGPORT, as every value in the string beats the environment.
+            Some((_, Origin::Env(_))) if matches!(origin, Origin::Key(_)) => {
+                given.remove(&Key::Port);
+            }
+            Some((value, port_origin)) if value.parse::<u16>().is_ok_and(|v| v != p) => {
+                return Err(conn_err(format!(
+                    "{origin} `{}` names port {p} but {port_origin} is `{}`: give the port once \
+                     (drop `:{p}` from the host or the port setting)",
+                    shown(&host),
+                    shown(value)
+                )));
+            }
+            _ => {}
+        }
+        opts.port = p;
+    }
     for key in Key::ALL {
         let Some((value, origin)) = given.remove(&key) else {
             continue;
@@ -974,7 +1018,7 @@ fn build(mut given: Given) -> Result<ConnectOptions, Error> {
             Key::Profile => opts.profile = Some(value),
             Key::TokenDuration => {
                 let secs = parse_secs(&value)
-                    .filter(|s| (1..=MAX_TOKEN_DURATION_SECS).contains(s))
+                    .filter(|s| (1..=crate::limits::MAX_TOKEN_DURATION.as_secs()).contains(s))
                     .ok_or_else(|| {
                         bad("is not a token lifetime: use whole seconds from 1 to 604800 (7 days)")
                     })?;
@@ -987,13 +1031,11 @@ fn build(mut given: Given) -> Result<ConnectOptions, Error> {
                 );
             }
             Key::Action => {
-                opts.action = Some(if value.eq_ignore_ascii_case("DbConnect") {
-                    Action::DbConnect
-                } else if value.eq_ignore_ascii_case("DbConnectAdmin") {
-                    Action::DbConnectAdmin
-                } else {
-                    return Err(bad("is not an action: use DbConnect or DbConnectAdmin"));
-                });
+                opts.action = Some(
+                    value
+                        .parse::<Action>()
+                        .map_err(|_| bad("is not an action: use DbConnect or DbConnectAdmin"))?,
+                );
             }
         }
     }

@@ -12,18 +12,19 @@
 //!   into a DSQL hostname, and it needs an explicit region.
 //! - Hosts are case-insensitive and may end with one dot. An explicit region that contradicts a
 //!   DSQL hostname is an error naming both.
-
-use std::net::{Ipv4Addr, Ipv6Addr};
+//! - A host may carry a port as users paste it: `<host>:5432` sets the port to connect to;
+//!   `<host>:443` is the port of the HTTPS URL AWS signs (the AWS CLI and SDKs accept it and
+//!   drop it), so it is dropped and never names the Postgres port. The token is always signed
+//!   for the host without a port, as DSQL checks it.
 
 use crate::error::{Error, ErrorKind};
+use crate::host::{self, shown};
 
 /// The default PostgreSQL port.
 pub const DEFAULT_PORT: u16 = 5432;
 
-/// Longest DNS name (RFC 1035, without the trailing dot).
-const MAX_HOST_LEN: usize = 253;
-/// Longest DNS label.
-const MAX_LABEL_LEN: usize = 63;
+/// The HTTPS port: in a host it belongs to the signing URL, not to the connection.
+pub(crate) const HTTPS_PORT: u16 = 443;
 /// Length of a DSQL cluster id.
 const CLUSTER_ID_LEN: usize = 26;
 
@@ -77,12 +78,30 @@ impl Endpoint {
     /// With a cluster id, a custom host or a VPC endpoint host is connected to while the token is
     /// signed for `<cluster-id>.dsql.<region>.on.aws` (PrivateLink without DNS). With a DSQL
     /// hostname or a bare cluster id, the cluster id must agree with it.
+    ///
+    /// A port written after the host (`<host>:5432`) becomes the port to connect to; `:443` is
+    /// dropped (see the module docs).
     pub fn parse_with_cluster_id(
         host: &str,
         region: Option<&str>,
         cluster_id: Option<&str>,
     ) -> Result<Endpoint, Error> {
-        let (host, shape) = normalize_host(host)?;
+        let (ep, port) = Self::parse_parts(host, region, cluster_id)?;
+        Ok(match port {
+            Some(p) => ep.with_port(p),
+            None => ep,
+        })
+    }
+
+    /// The endpoint (on the default port) and the connection port written in the host, if any
+    /// (`:443` is not one).
+    pub(crate) fn parse_parts(
+        host: &str,
+        region: Option<&str>,
+        cluster_id: Option<&str>,
+    ) -> Result<(Endpoint, Option<u16>), Error> {
+        let (host, port, shape) = normalize_host(host)?;
+        let port = port.filter(|p| *p != HTTPS_PORT);
         let explicit = region.map(normalize_region).transpose()?;
         let cluster_id = cluster_id.map(normalize_cluster_id).transpose()?;
         let check_region = |from_host: &str| -> Result<(), Error> {
@@ -189,14 +208,21 @@ impl Endpoint {
                 }
             }
         };
-        Ok(ep)
+        Ok((ep, port))
     }
 
     /// Keeps the host to connect to and signs for `sign_host` instead: a DSQL hostname
     /// (`<id>.dsql.<region>.on.aws`, FIPS and PrivateLink-DNS forms too) or a bare cluster id,
-    /// which expands in this endpoint's region. Its region must match this endpoint's.
+    /// which expands in this endpoint's region. Its region must match this endpoint's. A `:443`
+    /// after it is dropped; any other port is an error (tokens are signed for the bare host).
     pub fn with_sign_host(mut self, sign_host: &str) -> Result<Self, Error> {
-        let (host, shape) = normalize_host(sign_host)?;
+        let (host, port, shape) = normalize_host(sign_host)?;
+        if let Some(p) = port.filter(|p| *p != HTTPS_PORT) {
+            return Err(invalid(format!(
+                "sign host `{}` has port {p}: tokens are signed for the host alone, so drop `:{p}`",
+                shown(sign_host)
+            )));
+        }
         let (sign_host, cluster) = match shape {
             HostShape::Dsql { region, cluster } => {
                 if region != self.region {
@@ -277,17 +303,6 @@ impl Endpoint {
     }
 }
 
-/// A value as shown in an error message: escaped, and cut after 64 characters so a pasted
-/// blob does not become a megabyte-long message.
-pub(crate) fn shown(s: &str) -> String {
-    const MAX: usize = 64;
-    let mut out: String = s.chars().take(MAX).flat_map(char::escape_debug).collect();
-    if s.chars().nth(MAX).is_some() {
-        out.push('…');
-    }
-    out
-}
-
 /// `<id>.dsql.<region>.on.aws`.
 fn public_host(cluster_id: &str, region: &str) -> String {
     format!("{cluster_id}.dsql.{region}.on.aws")
@@ -302,31 +317,15 @@ pub(crate) fn check_host(host: &str) -> Result<(), Error> {
 /// The region a host carries (DSQL hostname or VPC endpoint host), if any. Invalid hosts carry
 /// none.
 pub(crate) fn region_in_host(host: &str) -> Option<String> {
-    match normalize_host(host).ok()?.1 {
+    match normalize_host(host).ok()?.2 {
         HostShape::Dsql { region, .. } | HostShape::Vpce { region } => Some(region),
         _ => None,
     }
 }
 
-/// Lowercases and validates a region name such as `us-east-1`, `us-gov-west-1`, `cn-north-1`.
+/// Lowercases and validates a region name such as `us-east-1` (the core's one region rule).
 pub(crate) fn normalize_region(region: &str) -> Result<String, Error> {
-    let r = region.to_ascii_lowercase();
-    let ok = !r.is_empty()
-        && r.len() <= MAX_LABEL_LEN
-        && r.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !r.starts_with('-')
-        && !r.ends_with('-')
-        && !r.contains("--");
-    if ok {
-        Ok(r)
-    } else {
-        Err(invalid(format!(
-            "region `{}` is not an AWS region name: expected something like `us-east-1` \
-             (letters, digits and single hyphens)",
-            shown(region)
-        )))
-    }
+    host::normalize_region(region).map_err(invalid)
 }
 
 /// Lowercases and validates a cluster id: 26 letters and digits.
@@ -349,142 +348,38 @@ fn is_cluster_id(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
-/// Normalises a host (lowercase, IPv6 brackets and one trailing dot removed), validates it and
-/// says what it is.
-fn normalize_host(raw: &str) -> Result<(String, HostShape), Error> {
-    let shown = shown(raw);
-    if raw.is_empty() {
-        return Err(invalid(
-            "the host is empty: give a DSQL hostname, a cluster id or a host name",
-        ));
+/// Parses a host (with an optional `:port`) and says what it is.
+fn normalize_host(raw: &str) -> Result<(String, Option<u16>, HostShape), Error> {
+    let parsed = host::parse_host(raw).map_err(invalid)?;
+    let port = parsed.port;
+    let h = parsed.host;
+    if parsed.ip {
+        return Ok((h, port, HostShape::Ip));
     }
-    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(format!(
-            "host `{shown}` contains a space or control character: remove it"
-        )));
-    }
-    if raw.starts_with('/') {
-        return Err(invalid(format!(
-            "host `{shown}` is a Unix-socket directory: DSQL is reached over TCP with TLS, give a hostname"
-        )));
-    }
-    if raw.contains(',') {
-        return Err(invalid(format!(
-            "host `{shown}` lists several hosts: give exactly one"
-        )));
-    }
-    // IPv6 literal, with or without brackets.
-    let unbracketed = match raw.strip_prefix('[') {
-        Some(rest) => match rest.strip_suffix(']') {
-            Some(inner) => Some(inner),
-            None => {
-                return Err(invalid(format!(
-                    "host `{shown}`: an IPv6 address in brackets must end with `]`; put the port in port=..."
-                )));
-            }
-        },
-        None => None,
-    };
-    let candidate = unbracketed.unwrap_or(raw);
-    if candidate.contains(':') {
-        if candidate.parse::<Ipv6Addr>().is_ok() {
-            return Ok((candidate.to_ascii_lowercase(), HostShape::Ip));
-        }
-        if candidate.contains('%') {
-            return Err(invalid(format!(
-                "host `{shown}`: IPv6 zone ids (`%eth0`) are not supported"
-            )));
-        }
-        if unbracketed.is_some() {
-            return Err(invalid(format!(
-                "host `{shown}` is not a valid IPv6 address"
-            )));
-        }
-        return Err(invalid(format!(
-            "host `{shown}` contains `:`: put the port in port=... (or after the host in a URL), and \
-             IPv6 addresses in brackets"
-        )));
-    }
-    if unbracketed.is_some() {
-        return Err(invalid(format!(
-            "host `{shown}`: only IPv6 addresses go in brackets"
-        )));
-    }
-    if !raw.is_ascii() {
-        return Err(invalid(format!(
-            "host `{shown}` has non-ASCII characters: use its punycode (`xn--…`) form"
-        )));
-    }
-    let lower = raw.to_ascii_lowercase();
-    let host = lower.strip_suffix('.').unwrap_or(&lower);
-    if host.is_empty() {
-        return Err(invalid(format!("host `{shown}` has no name")));
-    }
-    if host.len() > MAX_HOST_LEN {
-        return Err(invalid(format!(
-            "host `{shown}` is longer than {MAX_HOST_LEN} characters"
-        )));
-    }
-    let labels: Vec<&str> = host.split('.').collect();
-    for label in &labels {
-        if label.is_empty() {
-            return Err(invalid(format!(
-                "host `{shown}` has an empty label (`..` or a leading dot)"
-            )));
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(invalid(format!(
-                "host `{shown}` has a label longer than {MAX_LABEL_LEN} characters"
-            )));
-        }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
-            return Err(invalid(format!(
-                "host `{shown}` contains `{}`: host names have letters, digits, `-`, `_` and dots",
-                c.escape_debug()
-            )));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(invalid(format!(
-                "host `{shown}` has a label that starts or ends with `-`"
-            )));
-        }
-    }
-    let host = host.to_owned();
-    let last = labels.last().copied().unwrap_or_default();
-    if last.bytes().all(|b| b.is_ascii_digit()) {
-        // A numeric last label is only valid as part of an IPv4 address.
-        return match host.parse::<Ipv4Addr>() {
-            Ok(_) => Ok((host, HostShape::Ip)),
-            Err(_) => Err(invalid(format!(
-                "host `{shown}` is not a valid IPv4 address"
-            ))),
-        };
-    }
+    let labels: Vec<&str> = h.split('.').collect();
     let n = labels.len();
-    if n == 1 && is_cluster_id(&host) {
-        return Ok((host, HostShape::BareClusterId));
-    }
-    if n >= 4 && labels[n - 2..] == ["on", "aws"] && labels[n - 4].starts_with("dsql") {
+    let shape = if n == 1 && is_cluster_id(&h) {
+        HostShape::BareClusterId
+    } else if n >= 4 && labels[n - 2..] == ["on", "aws"] && labels[n - 4].starts_with("dsql") {
         let region = normalize_region(labels[n - 3])?;
         if n == 4 {
             return Err(invalid(format!(
-                "host `{shown}` has no cluster id: expected `<cluster-id>.{host}`"
+                "host `{}` has no cluster id: expected `<cluster-id>.{h}`",
+                shown(raw)
             )));
         }
         let cluster = labels[n - 5].to_owned();
-        return Ok((host, HostShape::Dsql { region, cluster }));
-    }
-    if n >= 6
+        HostShape::Dsql { region, cluster }
+    } else if n >= 6
         && labels[n - 3..] == ["vpce", "amazonaws", "com"]
         && labels[n - 5].starts_with("dsql")
     {
         let region = normalize_region(labels[n - 4])?;
-        return Ok((host, HostShape::Vpce { region }));
-    }
-    Ok((host, HostShape::Name))
+        HostShape::Vpce { region }
+    } else {
+        HostShape::Name
+    };
+    Ok((h, port, shape))
 }
 
 #[cfg(test)]
@@ -497,35 +392,27 @@ mod tests {
         assert_eq!(
             normalize_host(&format!("{id}.dsql.us-east-1.on.aws"))
                 .unwrap()
-                .1,
+                .2,
             HostShape::Dsql {
                 region: "us-east-1".into(),
                 cluster: id.into()
             }
         );
-        assert_eq!(normalize_host(id).unwrap().1, HostShape::BareClusterId);
-        assert_eq!(normalize_host("localhost").unwrap().1, HostShape::Name);
+        assert_eq!(normalize_host(id).unwrap().2, HostShape::BareClusterId);
+        assert_eq!(normalize_host("localhost").unwrap().2, HostShape::Name);
         assert_eq!(
-            normalize_host("[::1]").unwrap(),
-            ("::1".into(), HostShape::Ip)
+            normalize_host("[::1]:5432").unwrap(),
+            ("::1".into(), Some(5432), HostShape::Ip)
         );
-        assert_eq!(normalize_host("10.0.0.1").unwrap().1, HostShape::Ip);
+        assert_eq!(normalize_host("10.0.0.1").unwrap().2, HostShape::Ip);
         assert!(normalize_host("10.0.0").is_err());
         assert_eq!(
             normalize_host("vpce-0ab-xyz.dsql-fnh4.eu-west-1.vpce.amazonaws.com")
                 .unwrap()
-                .1,
+                .2,
             HostShape::Vpce {
                 region: "eu-west-1".into()
             }
         );
-    }
-
-    #[test]
-    fn region_names() {
-        assert_eq!(normalize_region("US-Gov-West-1").unwrap(), "us-gov-west-1");
-        for bad in ["", "-a", "a-", "a--b", "us east", "us_east_1"] {
-            assert!(normalize_region(bad).is_err(), "{bad:?}");
-        }
     }
 }

@@ -6,7 +6,29 @@
 //!   80% of their life, or earlier when the credentials that signed them run out.
 //! - Concurrent callers that miss the cache share one credentials resolution and one signing.
 //! - A token is never handed out when its remaining life, capped by the credentials' expiry, is
-//!   below the margin (default `min(30 s, lifetime / 4)`).
+//!   below the margin.
+//!
+//! ## The margin
+//!
+//! A connection presents its token after TCP, TLS and the startup message; the server checks it
+//! then. The margin is the least token life a connection is given for that, so it must cover a
+//! slow connect on a loaded machine, not just a typical one. The default is
+//! `min(30 s, lifetime / 4)`, but never below [`MIN_MARGIN`] (5 s):
+//!
+//! | lifetime | margin | handed out for | re-signed after |
+//! |---|---|---|---|
+//! | 900 s (default) | 30 s | 870 s | 720 s (80%) |
+//! | 60 s | 15 s | 45 s | 45 s |
+//! | 10 s | 5 s | 5 s | 5 s |
+//! | 6 s ([`MIN_DEFAULT_LIFETIME`]) | 5 s | 1 s | 1 s |
+//! | 1 to 5 s | refused | | |
+//!
+//! Signing times are whole seconds (`X-Amz-Date`), so a token can be up to a second older than
+//! the moment it was signed; a lifetime must therefore exceed the margin by at least a second,
+//! else even a freshly signed token could have less than the margin left. Shorter lifetimes are
+//! refused with `InvalidSigningParams` rather than handed out too close to expiry. An explicit
+//! [`TokenProviderBuilder::min_remaining`] replaces the default (and its floor): it is the
+//! caller's statement of how long its connects take.
 //!
 //! The hit path is a read lock, a hash lookup and a reference-count increment. No async runtime is
 //! needed: waiting uses `async-lock`, time comes from a [`Clock`](crate::Clock).
@@ -25,8 +47,16 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::error::{Error, ErrorKind};
 use crate::token::{AuthToken, Signer, SigningParams};
 
-/// The default margin is `min(DEFAULT_MAX_MARGIN, lifetime / 4)`.
+/// The default margin is `min(DEFAULT_MAX_MARGIN, lifetime / 4)`, at least [`MIN_MARGIN`].
 pub const DEFAULT_MAX_MARGIN: Duration = Duration::from_secs(30);
+/// The least token life the default margin leaves a connection to open with (TCP, TLS, startup
+/// on a slow or loaded machine): a floor under `lifetime / 4`.
+pub const MIN_MARGIN: Duration = Duration::from_secs(5);
+/// Signing times are whole seconds, so a fresh token may be this much older than "now".
+const SIGNING_GRANULARITY: Duration = Duration::from_secs(1);
+/// The shortest token lifetime the default margin accepts: [`MIN_MARGIN`] plus the second a
+/// signing time may lag behind the clock.
+pub const MIN_DEFAULT_LIFETIME: Duration = MIN_MARGIN.saturating_add(SIGNING_GRANULARITY);
 /// Credentials with less than this left are resolved again before the next signing.
 pub const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Tokens are replaced once this share of their life has passed (as per-mille).
@@ -135,8 +165,10 @@ impl TokenProviderBuilder {
     }
 
     /// The least remaining life (capped by the credentials' expiry) a token may have when it is
-    /// handed out. Default: `min(30 s, lifetime / 4)`. It must be shorter than the token lifetime
-    /// asked for, else [`TokenProvider::token`] fails with `InvalidSigningParams`.
+    /// handed out. Default: `min(30 s, lifetime / 4)`, at least [`MIN_MARGIN`] (see the module
+    /// docs). An explicit value replaces the default and its floor: choose one that covers your
+    /// slowest connect. It must be shorter than the token lifetime asked for, else
+    /// [`TokenProvider::token`] fails with `InvalidSigningParams`.
     pub fn min_remaining(mut self, min_remaining: Duration) -> Self {
         self.min_remaining = Some(min_remaining);
         self
@@ -320,8 +352,9 @@ impl Inner {
         if now >= usable_until && creds.expiry().is_some_and(|c| c < token.expires_at()) {
             return Err(credentials_expire_too_soon(&creds, now, margin));
         }
-        // (A token whose own expiry is within the margin right after signing can only come from
-        // a lifetime of a few seconds signed late in a second; it is the best there is.)
+        // With the default margin the lifetime exceeds the margin by a second or more, so a fresh
+        // token always has the margin left. (An explicit min_remaining within a second of the
+        // lifetime may, signed late in a second, give one with less: the caller's choice.)
         let life = params.expires_in();
         let refresh_at = (signed_at + life * REFRESH_AT_PERMILLE / 1000).min(usable_until);
         let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
@@ -351,7 +384,7 @@ impl Inner {
                 ),
             )),
             Some(m) => Ok(m),
-            None => Ok(DEFAULT_MAX_MARGIN.min(life / 4)),
+            None => default_margin(life),
         }
     }
 
@@ -391,6 +424,23 @@ impl Inner {
         *self.creds.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
         Ok(fresh)
     }
+}
+
+/// The default margin for a token lifetime: `min(30 s, lifetime / 4)`, at least [`MIN_MARGIN`];
+/// lifetimes under [`MIN_DEFAULT_LIFETIME`] are refused (see the module docs for why).
+pub fn default_margin(lifetime: Duration) -> Result<Duration, Error> {
+    if lifetime < MIN_DEFAULT_LIFETIME {
+        return Err(Error::new(
+            ErrorKind::InvalidSigningParams,
+            format!(
+                "a token lifetime of {} s is too short for the token provider: a connection is given at least                  {} s of token life to open (TCP, TLS, startup), and signing times are whole seconds; ask for                  {} s or more (900 s is the default), or set the provider's min_remaining explicitly",
+                lifetime.as_secs_f64(),
+                MIN_MARGIN.as_secs(),
+                MIN_DEFAULT_LIFETIME.as_secs()
+            ),
+        ));
+    }
+    Ok(DEFAULT_MAX_MARGIN.min(lifetime / 4).max(MIN_MARGIN))
 }
 
 /// Time left before the credentials expire (`Some(ZERO)` if already expired), or `None` if

@@ -19,10 +19,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind};
 
-/// The token lifetime AWS's SDKs and CLI use when none is given: 900 s (15 minutes).
-pub const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(900);
-/// The longest token lifetime SigV4 presigning allows: 604,800 s (7 days).
-pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(604_800);
+/// The token lifetime AWS's SDKs and CLI use when none is given: 900 s (15 minutes); the same
+/// value as [`crate::limits::DEFAULT_TOKEN_DURATION`].
+pub const DEFAULT_EXPIRES_IN: Duration = crate::limits::DEFAULT_TOKEN_DURATION;
+/// The longest token lifetime SigV4 presigning allows: 604,800 s (7 days); the same value as
+/// [`crate::limits::MAX_TOKEN_DURATION`].
+pub const MAX_EXPIRES_IN: Duration = crate::limits::MAX_TOKEN_DURATION;
 
 const SERVICE: &str = "dsql";
 /// SHA-256 of the empty payload (botocore's `EMPTY_SHA256_HASH`).
@@ -123,14 +125,15 @@ impl SigningParams {
     /// Signing parameters for `host` in `region`, with the default lifetime (900 s).
     ///
     /// The host is normalised the way botocore does it, so every AWS SDK agrees on the
-    /// signature: lowercased, a trailing `:443` and a trailing dot removed. Other ports are kept
-    /// (SigV4 signs them as part of the host). The region must be an AWS region name
-    /// (`[a-z0-9-]`, e.g. `us-east-1`).
+    /// signature: lowercased, a trailing `:443` and a trailing dot removed, IPv6 in brackets.
+    /// Other ports are kept (SigV4 signs them as part of the host, as botocore does); DSQL checks
+    /// tokens for the bare host, which is what [`crate::Endpoint::sign_host`] gives. The region
+    /// must be an AWS region name (e.g. `us-east-1`; lowercased).
     pub fn new(host: &str, region: &str, action: Action) -> Result<Self, Error> {
         Ok(Self {
             hash: 0,
-            host: normalize_host(host)?,
-            region: validate_region(region)?,
+            host: signing_host(host)?,
+            region: signing_region(region)?,
             action,
             expires_in: DEFAULT_EXPIRES_IN,
         }
@@ -190,50 +193,22 @@ impl SigningParams {
     }
 }
 
-fn normalize_host(host: &str) -> Result<String, Error> {
-    let trimmed = host.trim();
-    // A bare IPv6 literal (as `Endpoint` keeps it) is signed the way it appears in a URL's
-    // authority, in brackets; checked first so that a literal ending in `:443` stays whole.
-    if trimmed.parse::<std::net::Ipv6Addr>().is_ok() {
-        return Ok(format!("[{}]", trimmed.to_ascii_lowercase()));
+/// The host as SigV4 signs it, the way botocore does: lowercased, without a trailing dot or a
+/// `:443`, IPv6 in brackets; another port is kept (botocore signs it).
+fn signing_host(host: &str) -> Result<String, Error> {
+    let parsed = crate::host::parse_host(host)
+        .map_err(|msg| Error::new(ErrorKind::InvalidSigningParams, msg))?;
+    let mut signed = parsed.authority_host();
+    if let Some(port) = parsed.port.filter(|p| *p != 443) {
+        signed.push(':');
+        signed.push_str(&port.to_string());
     }
-    let mut h = trimmed.strip_suffix(":443").unwrap_or(trimmed);
-    h = h.strip_suffix('.').unwrap_or(h);
-    if h.is_empty() {
-        return Err(Error::new(
-            ErrorKind::InvalidSigningParams,
-            "the host to sign for is empty: give the cluster endpoint, e.g. <cluster-id>.dsql.us-east-1.on.aws",
-        ));
-    }
-    if let Some(bad) = h
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')))
-    {
-        return Err(Error::new(
-            ErrorKind::InvalidSigningParams,
-            format!(
-                "the host to sign for ({host:?}) contains {bad:?}: give a bare host name such as \
-                 <cluster-id>.dsql.us-east-1.on.aws (no scheme, path, user or spaces; IDN hosts in punycode)"
-            ),
-        ));
-    }
-    Ok(h.to_ascii_lowercase())
+    Ok(signed)
 }
 
-fn validate_region(region: &str) -> Result<String, Error> {
-    if region.is_empty()
-        || !region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Err(Error::new(
-            ErrorKind::InvalidSigningParams,
-            format!(
-                "{region:?} is not an AWS region name: give one like us-east-1 (lowercase letters, digits, hyphens)"
-            ),
-        ));
-    }
-    Ok(region.to_owned())
+fn signing_region(region: &str) -> Result<String, Error> {
+    crate::host::normalize_region(region)
+        .map_err(|msg| Error::new(ErrorKind::InvalidSigningParams, msg))
 }
 
 /// A signed IAM authentication token: the Postgres password for DSQL.
@@ -742,12 +717,22 @@ mod tests {
             let e = SigningParams::new(bad, "us-east-1", Action::DbConnect).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidSigningParams, "{bad}");
         }
-        for bad in ["", "US-EAST-1", "us east", "us_east_1"] {
-            assert!(
-                SigningParams::new("h", bad, Action::DbConnect).is_err(),
+        for bad in ["", "us east", "us_east_1", "-us-east-1"] {
+            assert_eq!(
+                SigningParams::new("h", bad, Action::DbConnect)
+                    .unwrap_err()
+                    .kind(),
+                ErrorKind::InvalidSigningParams,
                 "{bad}"
             );
         }
+        // One region rule in the core: the same lowercasing as Endpoint and ConnectOptions.
+        assert_eq!(
+            SigningParams::new("h", "US-EAST-1", Action::DbConnect)
+                .unwrap()
+                .region(),
+            "us-east-1"
+        );
     }
 
     #[test]

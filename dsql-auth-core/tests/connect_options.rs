@@ -283,7 +283,8 @@ fn value_validation() {
         ("hostaddr=localhost", "IP address"),
         ("region=us_east_1", "region"),
         ("cluster_id=short", "26"),
-        ("host=localhost:5432", "port"),
+        ("host=localhost:99999", "port"),
+        ("host=localhost:5432 port=5433", "5433"),
         ("host=/tmp", "Unix"),
     ];
     for (kv, needle) in cases {
@@ -525,15 +526,126 @@ fn display_is_a_canonical_url() {
     assert_eq!(parse(&s), o);
 }
 
+/// Set in the child process that `from_env_and_str_reads_the_process_environment` starts.
+const ENV_CHILD: &str = "DSQL_AUTH_CORE_TEST_ENV_CHILD";
+const CHILD_SAW: &str = "child: values came from the process environment";
+
+/// The test starts itself again as a child process with PGAPPNAME and PGPORT set (the parent's
+/// environment is left alone, so no other test can see them), and the child asserts that
+/// `from_env_and_str` picked them up. A second child without them must fail the same assertions,
+/// so the check cannot pass whatever the environment holds.
 #[test]
 fn from_env_and_str_reads_the_process_environment() {
-    // Only checks that explicit values are used; the process environment may hold anything else.
-    let o = ConnectOptions::from_env_and_str(&format!(
-        "host={HOST} port=5432 user=admin dbname=postgres sslmode=verify-full sslnegotiation=postgres \
-         region=us-east-1"
-    ))
-    .unwrap();
-    assert_eq!(o.host, HOST);
+    if std::env::var_os(ENV_CHILD).is_some() {
+        let o = ConnectOptions::from_env_and_str(&format!("host={HOST}")).unwrap();
+        assert_eq!(o.application_name.as_deref(), Some("from-the-env"));
+        assert_eq!(o.port, 6543);
+        // A value in the string beats the environment.
+        let o = ConnectOptions::from_env_and_str(&format!("host={HOST} port=5433")).unwrap();
+        assert_eq!(o.port, 5433);
+        assert_eq!(o.application_name.as_deref(), Some("from-the-env"));
+        println!("{CHILD_SAW}");
+        return;
+    }
+    let child = |with_vars: bool| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "from_env_and_str_reads_the_process_environment",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_CHILD, "1")
+        .env_remove("PGAPPNAME")
+        .env_remove("PGPORT");
+        if with_vars {
+            cmd.env("PGAPPNAME", "from-the-env").env("PGPORT", "6543");
+        }
+        let out = cmd.output().expect("the test binary starts again");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    let (ok, output) = child(true);
+    assert!(
+        ok && output.contains(CHILD_SAW),
+        "child with the variables: {output}"
+    );
+    let (ok, output) = child(false);
+    assert!(
+        !ok && !output.contains(CHILD_SAW) && output.contains("from-the-env"),
+        "child without the variables must fail its assertion: {output}"
+    );
+}
+
+/// `<host>:5432` and `<host>:443` as users paste them into `host`: the port moves to `port`
+/// (`:443`, the signing URL's port, is dropped), the token is signed for the host alone, and a
+/// port given twice with two values is an error naming both.
+#[test]
+fn hosts_pasted_with_a_port() {
+    for (s, port) in [
+        (format!("host={HOST}:5432"), 5432),
+        (format!("host={HOST}:6000"), 6000),
+        (format!("host={HOST}:443"), 5432),
+        (format!("host={HOST}:443 port=6000"), 6000),
+        (format!("host={HOST}:6000 port=6000"), 6000),
+        (format!("port=6000 host={HOST}.:6000"), 6000),
+        (format!("postgres://ignored.example?host={HOST}:6000"), 6000),
+        (format!("postgres://{HOST}?host={HOST}:443"), 5432),
+    ] {
+        let o = parse(&s);
+        assert_eq!(o.host.trim_end_matches('.'), HOST, "{s}");
+        assert_eq!(o.port, port, "{s}");
+        assert_eq!(o.endpoint().unwrap().port(), port, "{s}");
+        assert_eq!(o.signing_params().unwrap().host(), HOST, "{s}");
+        // What parsing keeps prints and parses back the same.
+        assert_eq!(parse(&o.to_string()), o, "{s}");
+    }
+    let o = parse("host=[::1]:5433 region=us-east-1");
+    assert_eq!((o.host.as_str(), o.port), ("::1", 5433));
+    assert_eq!(o.signing_params().unwrap().host(), "[::1]");
+
+    let msg = err(&format!("host={HOST}:5432 port=5433"));
+    assert!(
+        msg.contains("5432") && msg.contains("5433") && msg.contains("port"),
+        "{msg}"
+    );
+    let msg = err(&format!("postgres://{HOST}:5433?host={HOST}:5432"));
+    assert!(msg.contains("give the port once"), "{msg}");
+
+    // The string's host beats PGPORT; two environment variables that disagree are an error.
+    let o =
+        ConnectOptions::parse_with_env(&format!("host={HOST}:5432"), env(&[("PGPORT", "5433")]))
+            .unwrap();
+    assert_eq!(o.port, 5432);
+    let e = ConnectOptions::parse_with_env(
+        "",
+        env(&[("PGHOST", &format!("{HOST}:5432")), ("PGPORT", "5433")]),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("PGPORT"), "{e}");
+    let o =
+        ConnectOptions::parse_with_env("", env(&[("PGHOST", &format!("{HOST}:6000"))])).unwrap();
+    assert_eq!((o.host.as_str(), o.port), (HOST, 6000));
+
+    // Set in code: the host's port is used unless `port` says otherwise.
+    let o = ConnectOptions::new(format!("{HOST}:6000"));
+    assert_eq!(o.endpoint().unwrap().port(), 6000);
+    assert_eq!(o.signing_params().unwrap().host(), HOST);
+    assert_eq!(o.clone().port(6000).endpoint().unwrap().port(), 6000);
+    let e = o.port(6001).endpoint().unwrap_err();
+    assert!(
+        e.to_string().contains("6001") && e.to_string().contains("6000"),
+        "{e}"
+    );
+    assert_eq!(
+        ConnectOptions::new(format!("{HOST}:443"))
+            .port(6001)
+            .endpoint()
+            .unwrap()
+            .port(),
+        6001
+    );
 }
 
 #[test]

@@ -253,6 +253,49 @@ fn with_port() {
     assert_eq!(ep.port(), 6543);
 }
 
+/// Hosts as users paste them, with a port: `:5432` (or any other) is the port to connect to,
+/// `:443` is the signing URL's port and is dropped; the token is signed for the host alone.
+#[test]
+fn hosts_with_a_port() {
+    for (pasted, port) in [
+        (format!("{}:5432", host("us-east-1")), 5432),
+        (format!("{}:443", host("us-east-1")), 5432),
+        (format!("{}.:6000", host("us-east-1").to_uppercase()), 6000),
+    ] {
+        let ep = Endpoint::parse(&pasted, None).unwrap();
+        assert_eq!(ep.connect_host(), host("us-east-1"), "{pasted}");
+        assert_eq!(ep.sign_host(), host("us-east-1"), "{pasted}");
+        assert_eq!(ep.region(), "us-east-1", "{pasted}");
+        assert_eq!(ep.port(), port, "{pasted}");
+    }
+    let ep = Endpoint::parse("LocalHost:5433", Some("us-east-1")).unwrap();
+    assert_eq!(
+        (ep.connect_host(), ep.sign_host(), ep.port()),
+        ("localhost", "localhost", 5433)
+    );
+    let ep = Endpoint::parse("[::1]:5433", Some("us-east-1")).unwrap();
+    assert_eq!((ep.connect_host(), ep.port()), ("::1", 5433));
+    // A bare IPv6 address has no port: its last group is part of the address.
+    let ep = Endpoint::parse("2001:db8::5432", Some("us-east-1")).unwrap();
+    assert_eq!((ep.connect_host(), ep.port()), ("2001:db8::5432", 5432));
+    // PrivateLink without DNS: the port belongs to the VPC endpoint, the token to the cluster.
+    let ep = Endpoint::parse_with_cluster_id("proxy.internal:6432", Some("us-east-1"), Some(ID))
+        .unwrap();
+    assert_eq!((ep.connect_host(), ep.port()), ("proxy.internal", 6432));
+    assert_eq!(ep.sign_host(), host("us-east-1"));
+    // A sign host is a host alone (`:443` tolerated, as AWS's signers drop it).
+    let custom = Endpoint::parse("localhost", Some("us-east-1")).unwrap();
+    let ep = custom
+        .clone()
+        .with_sign_host(&format!("{}:443", host("us-east-1")))
+        .unwrap();
+    assert_eq!(ep.sign_host(), host("us-east-1"));
+    let e = custom
+        .with_sign_host(&format!("{}:5432", host("us-east-1")))
+        .unwrap_err();
+    assert!(e.to_string().contains("drop `:5432`"), "{e}");
+}
+
 #[test]
 fn invalid_hosts_get_clear_errors() {
     let cases: &[(&str, &str)] = &[
@@ -260,8 +303,12 @@ fn invalid_hosts_get_clear_errors() {
         ("a..b", "empty label"),
         (".a", "empty label"),
         ("a b", "space"),
-        ("localhost:5432", "port"),
-        ("[::1]:5432", "port"),
+        ("localhost:0", "port"),
+        ("localhost:65536", "port"),
+        ("localhost:x", "port"),
+        ("localhost:", "port"),
+        ("[::1]5432", "port"),
+        ("https://localhost", "URL"),
         ("[localhost]", "IPv6"),
         ("[::1", "]"),
         ("fe80::1%eth0", "zone"),

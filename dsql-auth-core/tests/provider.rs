@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, future};
-use dsql_auth_core::clock::ManualClock;
+use dsql_auth_core::clock::{Clock, ManualClock};
 use dsql_auth_core::{Action, ErrorKind, SigningParams, TokenProvider};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
@@ -414,4 +414,152 @@ async fn token_schedule_reports_the_cached_tokens_refresh_and_usable_times() {
         schedule.usable_until,
         token.expires_at() - Duration::from_secs(30)
     );
+}
+
+/// The default margin, written out independently of the provider: `min(30 s, life / 4)`, at
+/// least 5 s.
+fn expected_margin(life: Duration) -> Duration {
+    (life / 4)
+        .min(Duration::from_secs(30))
+        .max(Duration::from_secs(5))
+}
+
+#[test]
+fn default_margin_rule() {
+    use dsql_auth_core::provider::{MIN_DEFAULT_LIFETIME, MIN_MARGIN, default_margin};
+    assert_eq!(MIN_MARGIN, Duration::from_secs(5));
+    assert_eq!(MIN_DEFAULT_LIFETIME, Duration::from_secs(6));
+    for (life, margin) in [
+        (6, 5_000),
+        (20, 5_000),
+        (21, 5_250),
+        (60, 15_000),
+        (119, 29_750),
+        (120, 30_000),
+        (900, 30_000),
+        (604_800, 30_000),
+    ] {
+        assert_eq!(
+            default_margin(Duration::from_secs(life)).unwrap(),
+            Duration::from_millis(margin),
+            "lifetime {life} s"
+        );
+    }
+    for life in 1..=5 {
+        let err = default_margin(Duration::from_secs(life)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSigningParams);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("{life} s"))
+                && msg.contains("6 s")
+                && msg.contains("min_remaining"),
+            "{msg}"
+        );
+    }
+}
+
+/// For lifetimes around every corner of the rule, and signing at the start, middle and very end
+/// of a second: the cached token is handed out up to the last nanosecond before the rule's
+/// refresh point, always with at least the margin left, and replaced exactly at that point.
+#[tokio::test]
+async fn a_token_is_re_signed_exactly_when_the_margin_rule_says() {
+    let one_ns = Duration::from_nanos(1);
+    for life in [
+        6u64, 7, 10, 20, 21, 24, 25, 60, 119, 120, 121, 900, 3600, 604_800,
+    ] {
+        for offset in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_nanos(999_999_999),
+        ] {
+            let case = format!("lifetime {life} s, signed {offset:?} into the second");
+            let life_d = Duration::from_secs(life);
+            let margin = expected_margin(life_d);
+            let counting = Counting::new(|_| Ok(creds("AKIABOUNDARY", None)));
+            let clock = Arc::new(ManualClock::new(t0() + offset));
+            let p = provider(&counting, &clock);
+            let first = p.token(&params(life)).await.unwrap();
+            assert_eq!(first.signed_at(), t0(), "{case}");
+            let usable_until = t0() + life_d - margin;
+            let refresh_at = (t0() + life_d * 4 / 5).min(usable_until);
+            let schedule = p.token_schedule(&params(life)).expect("cached");
+            assert_eq!(schedule.usable_until, usable_until, "{case}");
+            assert_eq!(schedule.refresh_at, refresh_at, "{case}");
+            assert!(
+                t0() + offset < refresh_at,
+                "{case}: a fresh token is usable"
+            );
+
+            clock.set(refresh_at - one_ns);
+            let hit = p.token(&params(life)).await.unwrap();
+            assert_eq!(hit.as_str(), first.as_str(), "{case}: still cached");
+            let left = hit.expires_at().duration_since(clock.now()).unwrap();
+            assert!(left >= margin, "{case}: handed out with {left:?} left");
+            assert_eq!(p.stats().signings, 1, "{case}");
+
+            clock.set(refresh_at);
+            let next = p.token(&params(life)).await.unwrap();
+            assert_ne!(
+                next.as_str(),
+                first.as_str(),
+                "{case}: re-signed at the refresh point"
+            );
+            assert_eq!(p.stats().signings, 2, "{case}");
+            let left = next.expires_at().duration_since(clock.now()).unwrap();
+            assert!(left >= margin, "{case}: the replacement has {left:?} left");
+        }
+    }
+}
+
+#[tokio::test]
+async fn credentials_expiry_moves_the_refresh_point_to_the_exact_nanosecond() {
+    let counting = Counting::new(|n| {
+        Ok(creds(
+            &format!("AKIACAP{n}"),
+            Some(t0() + Duration::from_secs(100 + 3600 * (n as u64 - 1))),
+        ))
+    });
+    let clock = Arc::new(ManualClock::new(t0()));
+    let p = provider(&counting, &clock);
+    let first = p.token(&params(900)).await.unwrap();
+    // Credentials end at 100 s; the margin for 900 s is 30 s.
+    let edge = t0() + Duration::from_secs(70);
+    assert_eq!(p.token_schedule(&params(900)).unwrap().refresh_at, edge);
+    clock.set(edge - Duration::from_nanos(1));
+    assert_eq!(
+        p.token(&params(900)).await.unwrap().as_str(),
+        first.as_str()
+    );
+    clock.set(edge);
+    let second = p.token(&params(900)).await.unwrap();
+    assert!(second.as_str().contains("AKIACAP2"), "{second}");
+}
+
+#[tokio::test]
+async fn lifetimes_too_short_for_the_default_margin_are_refused_and_an_explicit_margin_allows_them()
+{
+    let counting = Counting::new(|_| Ok(creds("AKIASHORT", None)));
+    let clock = Arc::new(ManualClock::new(t0()));
+    let p = provider(&counting, &clock);
+    for life in [1, 2, 5] {
+        let err = p.token(&params(life)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidSigningParams, "{life}");
+        assert!(err.to_string().contains("too short"), "{err}");
+    }
+    assert_eq!(
+        p.stats().signings,
+        0,
+        "nothing signed for a refused lifetime"
+    );
+    assert!(p.token(&params(6)).await.is_ok());
+
+    // An explicit margin is the caller's call: 1 s tokens with no margin (what `dsql token` does).
+    let p = TokenProvider::builder()
+        .credentials(Shared(counting.clone()))
+        .clock(clock.clone())
+        .min_remaining(Duration::ZERO)
+        .build()
+        .unwrap();
+    let t = p.token(&params(1)).await.unwrap();
+    assert_eq!(t.expires_at(), t0() + Duration::from_secs(1));
 }

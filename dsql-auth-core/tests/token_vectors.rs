@@ -87,6 +87,16 @@ fn params(host: &str, region: &str, action: &str, expires_in: u64) -> SigningPar
         .unwrap()
 }
 
+fn vector_creds(v: &Vector) -> Credentials {
+    Credentials::new(
+        &v.access_key_id,
+        &v.secret_access_key,
+        v.session_token.clone(),
+        None,
+        "vectors",
+    )
+}
+
 fn query(token: &str) -> &str {
     token.split_once("/?").expect("token has /?").1
 }
@@ -128,13 +138,7 @@ fn equals_botocore_byte_for_byte() {
     let mut failures = Vec::new();
     for v in &f.vectors {
         let p = params(&v.host, &v.region, &v.action, v.expires_in);
-        let creds = Credentials::new(
-            &v.access_key_id,
-            &v.secret_access_key,
-            v.session_token.clone(),
-            None,
-            "vectors",
-        );
+        let creds = vector_creds(v);
         let at = parse_at(&v.at);
         let fresh = sign(&p, &creds, at).unwrap();
         let cached = signer.sign(&p, &creds, at).unwrap();
@@ -280,4 +284,56 @@ async fn equals_aws_sdk_dsql_auth_token_generator() {
             );
         }
     }
+}
+
+/// Hosts as users paste them, `<host>:5432` and `<host>:443`, through the configuration types
+/// (the `host` key, `Endpoint`): the port goes to the connection, and the token equals botocore's
+/// for the host alone (botocore itself would sign `:5432` into the host, which DSQL, checking
+/// the token against its own name, refuses).
+#[test]
+fn hosts_pasted_with_a_port_sign_as_botocore_signs_the_host_alone() {
+    use dsql_auth_core::{ConnectOptions, Endpoint};
+    let f = load();
+    let mut checked = 0;
+    for v in &f.vectors {
+        let bare = v.host.strip_suffix(":443").unwrap_or(&v.host);
+        if bare.contains(':') && !bare.starts_with('[') {
+            continue; // `proxy.internal:5432`: botocore signs its port; not a pasted DSQL host.
+        }
+        let creds = vector_creds(v);
+        let user = if v.action == "DbConnectAdmin" {
+            "admin"
+        } else {
+            "app"
+        };
+        for (pasted, port) in [
+            (format!("{bare}:5432"), 5432),
+            (format!("{bare}:6000"), 6000),
+            (format!("{bare}:443"), 5432),
+        ] {
+            let mut o = ConnectOptions::new(pasted.clone())
+                .user(user)
+                .token_duration(Duration::from_secs(v.expires_in));
+            if !bare.ends_with(".on.aws") {
+                o = o.region(v.region.clone());
+            }
+            let from_builder = o.signing_params().unwrap();
+            let parsed = ConnectOptions::parse(&format!(
+                "host={pasted} user={user} token_duration_secs={} region={}",
+                v.expires_in, v.region
+            ))
+            .unwrap();
+            assert_eq!(parsed.port, port, "{pasted}");
+            assert_eq!(parsed.endpoint().unwrap().port(), port, "{pasted}");
+            assert_eq!(o.endpoint().unwrap().port(), port, "{pasted}");
+            let ep = Endpoint::parse(&pasted, Some(&v.region)).unwrap();
+            assert_eq!(ep.port(), port, "{pasted}");
+            for p in [from_builder, parsed.signing_params().unwrap()] {
+                let token = sign(&p, &creds, parse_at(&v.at)).unwrap();
+                assert_eq!(token.as_str(), v.expected, "{}: host {pasted}", v.name);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3 * 80, "{checked}");
 }

@@ -16,7 +16,8 @@ use bb8_postgres::PostgresConnectionManager;
 use criterion::{Criterion, criterion_group, criterion_main};
 use dsql_bb8::PoolBuilder;
 use dsql_local::LocalDsql;
-use dsql_tokio_postgres::{Config, MakeDsqlTls, TokenProvider};
+use dsql_tokio_postgres::tokio_postgres_rustls::MakeRustlsConnect;
+use dsql_tokio_postgres::{Config, TokenProvider};
 
 const TASKS: usize = 4;
 const QUERIES_PER_TASK: usize = 25;
@@ -73,7 +74,7 @@ fn bench_pool(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("token: {e}"));
     let manager =
         PostgresConnectionManager::new(config.pg_config_with_token(&token), config.tls().clone());
-    let anchor: bb8::Pool<PostgresConnectionManager<MakeDsqlTls>> = rt
+    let anchor: bb8::Pool<PostgresConnectionManager<MakeRustlsConnect>> = rt
         .block_on(
             bb8::Pool::builder()
                 .max_size(TASKS as u32)

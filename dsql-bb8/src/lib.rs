@@ -5,10 +5,10 @@ mod error;
 mod manager;
 mod pool;
 
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use manager::{DsqlClient, DsqlConnectionManager};
 pub use pool::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
+    Bb8Builder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER,
     DEFAULT_MAX_LIFETIME, DEFAULT_MAX_SIZE, Pool, PoolBuilder, PooledConnection,
 };
 

@@ -1,25 +1,18 @@
 //! [`DsqlConnectionManager`]: bb8's hook, connecting through dsql-tokio-postgres.
 
-use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dsql_auth_core::PoolPolicy;
+use dsql_auth_core::limits::ConnectFailures;
 use dsql_tokio_postgres::Config;
 use dsql_tokio_postgres::tokio_postgres::Client;
-use tokio::sync::watch;
 
 use crate::error::Error;
 
-/// A connect failure as seen by waiting callers; `seq` tells new failures from old ones.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Failure {
-    pub(crate) seq: u64,
-    pub(crate) error: Option<Arc<dsql_tokio_postgres::Error>>,
-}
-
-pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
+/// The connect failures of one pool, recorded by its manager and reported by [`Pool::get`](crate::Pool::get).
+pub(crate) type Failures = ConnectFailures<Arc<dsql_tokio_postgres::Error>>;
 
 /// A [`bb8::ManageConnection`] for DSQL: every new connection is opened with
 /// [`dsql_tokio_postgres::connect`], so it authenticates with a token that is valid right then,
@@ -31,20 +24,11 @@ pub(crate) type FailureSender = Arc<watch::Sender<Failure>>;
 ///
 /// Usable with a plain [`bb8::Builder`]; [`Pool`](crate::Pool) adds DSQL defaults and reports
 /// connect failures to waiting callers instead of a timeout.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DsqlConnectionManager {
     config: Config,
     policy: PoolPolicy,
-    failures: FailureSender,
-}
-
-impl fmt::Debug for DsqlConnectionManager {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsqlConnectionManager")
-            .field("config", &self.config)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
-    }
+    failures: Failures,
 }
 
 impl DsqlConnectionManager {
@@ -54,26 +38,14 @@ impl DsqlConnectionManager {
         Self {
             config,
             policy: PoolPolicy::default(),
-            failures: Arc::new(watch::Sender::new(Failure::default())),
+            failures: Failures::new(),
         }
     }
 
-    /// Sets the maximum lifetime of each connection (`None`: unlimited, which DSQL does not
-    /// allow past 60 minutes) and the jitter, a fraction in `[0, 1)` by which each connection's
-    /// lifetime may be shorter.
-    pub fn with_lifetime(
-        mut self,
-        max_lifetime: Option<Duration>,
-        jitter: f64,
-    ) -> Result<Self, Error> {
-        let policy = PoolPolicy {
-            max_lifetime,
-            lifetime_jitter: jitter,
-            ..self.policy.clone()
-        };
-        policy
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
+    /// Uses `policy` (lifetime and jitter; a [`Pool`](crate::Pool) applies the rest) after
+    /// checking it.
+    pub fn with_policy(mut self, policy: PoolPolicy) -> Result<Self, Error> {
+        policy.validate().map_err(Error::config)?;
         self.policy = policy;
         Ok(self)
     }
@@ -88,7 +60,7 @@ impl DsqlConnectionManager {
         self.policy.max_lifetime
     }
 
-    pub(crate) fn failures(&self) -> &FailureSender {
+    pub(crate) fn failures(&self) -> &Failures {
         &self.failures
     }
 
@@ -118,24 +90,21 @@ impl bb8::ManageConnection for DsqlConnectionManager {
                     "opening a pooled DSQL connection failed"
                 );
                 let err = Arc::new(err);
-                self.failures.send_modify(|f| {
-                    f.seq += 1;
-                    f.error = Some(err.clone());
-                });
-                Err(Error::Connect(err))
+                self.failures.record(err.clone());
+                Err(Error::connect(err))
             }
         }
     }
 
     async fn is_valid(&self, conn: &mut DsqlClient) -> Result<(), Error> {
         if conn.is_expired() {
-            return Err(Error::Expired);
+            return Err(Error::expired());
         }
         conn.client
             .simple_query("")
             .await
             .map(|_| ())
-            .map_err(|e| Error::Invalid(Arc::new(e)))
+            .map_err(Error::invalid)
     }
 
     fn has_broken(&self, conn: &mut DsqlClient) -> bool {
@@ -143,19 +112,12 @@ impl bb8::ManageConnection for DsqlConnectionManager {
     }
 }
 
-/// A pooled DSQL connection: a tokio-postgres [`Client`] (through `Deref`) and its retirement time.
+/// A pooled DSQL connection: a tokio-postgres [`Client`] (through `Deref` and `DerefMut`, so
+/// `&mut conn` serves [`dsql_tokio_postgres::transaction_with_retry`]) and its retirement time.
+#[derive(Debug)]
 pub struct DsqlClient {
     client: Client,
     expires_at: Option<Instant>,
-}
-
-impl fmt::Debug for DsqlClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DsqlClient")
-            .field("closed", &self.client.is_closed())
-            .field("expires_at", &self.expires_at)
-            .finish()
-    }
 }
 
 impl DsqlClient {
@@ -167,16 +129,6 @@ impl DsqlClient {
     /// True once the connection is past its lifetime.
     pub fn is_expired(&self) -> bool {
         self.expires_at.is_some_and(|at| Instant::now() >= at)
-    }
-
-    /// The tokio-postgres client (also reachable through `Deref`).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The tokio-postgres client, mutably (for [`dsql_tokio_postgres::transaction_with_retry`]).
-    pub fn client_mut(&mut self) -> &mut Client {
-        &mut self.client
     }
 }
 
@@ -198,6 +150,14 @@ impl DerefMut for DsqlClient {
 mod tests {
     use super::*;
 
+    fn lifetime(max_lifetime: Option<Duration>, lifetime_jitter: f64) -> PoolPolicy {
+        PoolPolicy {
+            max_lifetime,
+            lifetime_jitter,
+            ..PoolPolicy::default()
+        }
+    }
+
     fn manager() -> DsqlConnectionManager {
         let config: Config = "host=abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws"
             .parse()
@@ -208,7 +168,7 @@ mod tests {
     #[test]
     fn lifetimes_are_jittered_below_the_maximum() {
         let m = manager()
-            .with_lifetime(Some(Duration::from_secs(100)), 0.1)
+            .with_policy(lifetime(Some(Duration::from_secs(100)), 0.1))
             .unwrap();
         let draws: Vec<Duration> = (0..2000).map(|_| m.draw_lifetime().unwrap()).collect();
         assert!(
@@ -227,7 +187,10 @@ mod tests {
         );
         assert!(defaults.draw_lifetime().unwrap() < Duration::from_secs(60 * 60));
         assert_eq!(
-            manager().with_lifetime(None, 0.5).unwrap().draw_lifetime(),
+            manager()
+                .with_policy(lifetime(None, 0.5))
+                .unwrap()
+                .draw_lifetime(),
             None
         );
     }
@@ -236,13 +199,14 @@ mod tests {
     fn lifetime_settings_out_of_range_are_errors() {
         for jitter in [-0.1, 1.0, f64::NAN, f64::INFINITY] {
             assert!(matches!(
-                manager().with_lifetime(Some(Duration::from_secs(1)), jitter),
-                Err(Error::Config(_))
+                manager().with_policy(lifetime(Some(Duration::from_secs(1)), jitter)),
+                Err(e) if e.kind() == crate::ErrorKind::Config
             ));
         }
-        assert!(matches!(
-            manager().with_lifetime(Some(Duration::ZERO), 0.0),
-            Err(Error::Config(_))
-        ));
+        let err = manager()
+            .with_policy(lifetime(Some(Duration::ZERO), 0.0))
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("max_lifetime"), "{err}");
     }
 }

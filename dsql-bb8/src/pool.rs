@@ -3,25 +3,22 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bb8::{CustomizeConnection, ErrorSink, QueueStrategy, RunError};
+use bb8::{ErrorSink, RunError};
 use dsql_auth_core::PoolPolicy;
 use dsql_tokio_postgres::Config;
-use tokio::sync::watch;
 
 use crate::error::Error;
-use crate::manager::{DsqlClient, DsqlConnectionManager, Failure, FailureSender};
+use crate::manager::{DsqlConnectionManager, Failures};
 
 pub use dsql_auth_core::limits::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME_JITTER, DEFAULT_MAX_LIFETIME,
+    DEFAULT_POOL_MAX_SIZE as DEFAULT_MAX_SIZE, DEFAULT_POOL_WAIT as DEFAULT_CONNECTION_TIMEOUT,
 };
-/// Default time a caller waits for a connection (bb8's default).
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default maximum number of connections (bb8's default).
-pub const DEFAULT_MAX_SIZE: u32 = 10;
 
-/// A connection checked out of a [`Pool`]: bb8's own type; derefs to [`DsqlClient`] and on to
+/// A connection checked out of a [`Pool`]: bb8's own type; derefs to [`DsqlClient`](crate::DsqlClient) and on to
 /// tokio-postgres' `Client`. Returned to the pool when dropped.
 pub type PooledConnection<'a> = bb8::PooledConnection<'a, DsqlConnectionManager>;
 
@@ -32,20 +29,11 @@ pub type PooledConnection<'a> = bb8::PooledConnection<'a, DsqlConnectionManager>
 /// opening a connection fails in a way retrying cannot fix (access denied, TLS, credentials,
 /// configuration), waiting callers get that error at once instead of bb8's opaque timeout; and
 /// a timeout carries the last connect failure. Cheap to clone; clones share the pool.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Pool {
     inner: bb8::Pool<DsqlConnectionManager>,
-    failures: FailureSender,
+    failures: Failures,
     connection_timeout: Duration,
-}
-
-impl fmt::Debug for Pool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pool")
-            .field("state", &self.inner.state())
-            .field("connection_timeout", &self.connection_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Deref for Pool {
@@ -68,8 +56,8 @@ impl Pool {
     }
 
     /// Checks a connection out: an idle one (validated first when `test_on_check_out`), or a new
-    /// one. Errors: [`Error::Connect`] when opening a connection fails for a reason retrying
-    /// cannot fix, reported as soon as it happens; [`Error::TimedOut`] after the connection
+    /// one. Errors: [`ErrorKind::Connect`](crate::ErrorKind::Connect) when opening a connection fails for a reason retrying
+    /// cannot fix, reported as soon as it happens; [`ErrorKind::PoolTimeout`](crate::ErrorKind::PoolTimeout) after the connection
     /// timeout otherwise, with the last connect failure attached.
     pub async fn get(&self) -> Result<PooledConnection<'_>, Error> {
         self.with_failures(self.inner.get()).await
@@ -78,11 +66,6 @@ impl Pool {
     /// [`Pool::get`], returning a connection that owns a handle to the pool (`'static`).
     pub async fn get_owned(&self) -> Result<PooledConnection<'static>, Error> {
         self.with_failures(self.inner.get_owned()).await
-    }
-
-    /// bb8's pool.
-    pub fn bb8(&self) -> &bb8::Pool<DsqlConnectionManager> {
-        &self.inner
     }
 
     /// bb8's pool, by value (its `get` reports connect failures only as a timeout).
@@ -94,38 +77,16 @@ impl Pool {
         &self,
         get: impl Future<Output = Result<T, RunError<Error>>>,
     ) -> Result<T, Error> {
-        let mut failures = self.failures.subscribe();
-        let seen = failures.borrow_and_update().seq;
-        tokio::select! {
-            biased;
-            got = get => match got {
-                Ok(conn) => Ok(conn),
-                Err(RunError::User(err)) => Err(err),
-                Err(RunError::TimedOut) => {
-                    let current = failures.borrow();
-                    let last_connect_error = if current.seq > seen { current.error.clone() } else { None };
-                    Err(Error::TimedOut { timeout: self.connection_timeout, last_connect_error })
-                }
-            },
-            err = next_fatal(&mut failures) => Err(Error::Connect(err)),
-        }
-    }
-}
-
-async fn next_fatal(
-    failures: &mut watch::Receiver<Failure>,
-) -> std::sync::Arc<dsql_tokio_postgres::Error> {
-    loop {
-        if failures.changed().await.is_err() {
-            // The pool owns the sender, so this cannot happen while the pool exists; wait for the
-            // timeout branch instead of reporting something false.
-            std::future::pending::<()>().await;
-        }
-        let latest = failures.borrow_and_update().error.clone();
-        if let Some(err) = latest
-            && err.connect_failure().is_fatal()
-        {
-            return err;
+        let mark = self.failures.mark();
+        let failure = |e: &Arc<dsql_tokio_postgres::Error>| e.connect_failure();
+        match self.failures.until_fatal(mark, failure, get).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(RunError::User(err))) => Err(err),
+            Ok(Err(RunError::TimedOut)) => Err(Error::timed_out(
+                self.connection_timeout,
+                self.failures.since(mark),
+            )),
+            Err(fatal) => Err(Error::connect(fatal)),
         }
     }
 }
@@ -138,19 +99,19 @@ async fn next_fatal(
 /// | `max_size` | 10 | bb8's default |
 /// | `connection_timeout` | 30 s | bb8's default; connect failures that retrying cannot fix are reported at once |
 ///
-/// Every other setting is bb8's default.
+/// Every other setting is bb8's default, and goes through [`PoolBuilder::configure`] (error
+/// sink, queue strategy, reaper rate, connection customizer, `retry_connection`).
 #[must_use]
 pub struct PoolBuilder {
     max_size: u32,
     min_idle: Option<u32>,
     policy: PoolPolicy,
     connection_timeout: Duration,
-    retry_connection: bool,
-    reaper_rate: Option<Duration>,
-    queue_strategy: QueueStrategy,
-    error_sink: Option<Box<dyn ErrorSink<Error>>>,
-    customizer: Option<Box<dyn CustomizeConnection<DsqlClient, Error>>>,
+    configure: Option<Box<dyn FnOnce(Bb8Builder) -> Bb8Builder + Send>>,
 }
+
+/// bb8's builder for this crate's manager, as [`PoolBuilder::configure`] gets it.
+pub type Bb8Builder = bb8::Builder<DsqlConnectionManager>;
 
 impl fmt::Debug for PoolBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,9 +120,6 @@ impl fmt::Debug for PoolBuilder {
             .field("min_idle", &self.min_idle)
             .field("policy", &self.policy)
             .field("connection_timeout", &self.connection_timeout)
-            .field("retry_connection", &self.retry_connection)
-            .field("reaper_rate", &self.reaper_rate)
-            .field("queue_strategy", &self.queue_strategy)
             .finish_non_exhaustive()
     }
 }
@@ -180,11 +138,7 @@ impl PoolBuilder {
             min_idle: None,
             policy: PoolPolicy::default(),
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
-            retry_connection: true,
-            reaper_rate: None,
-            queue_strategy: QueueStrategy::default(),
-            error_sink: None,
-            customizer: None,
+            configure: None,
         }
     }
 
@@ -200,23 +154,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
-    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.policy.max_lifetime = max_lifetime.into();
-        self
-    }
-
-    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
-    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.policy.lifetime_jitter = jitter;
-        self
-    }
-
-    /// Close connections idle for this long (beyond `min_idle`); `None` to keep them.
-    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.policy.idle_timeout = idle_timeout.into();
-        self
-    }
+    dsql_auth_core::pool_policy_setters!(policy);
 
     /// How long [`Pool::get`] waits for a connection.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
@@ -224,44 +162,11 @@ impl PoolBuilder {
         self
     }
 
-    /// Validate idle connections (an empty query) before handing them out.
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.policy.test_on_check_out = test;
-        self
-    }
-
-    /// Let bb8 retry failed connection attempts in the background until the connection timeout
-    /// (default true). DSQL's connect refusals are retried by the connect itself either way.
-    pub fn retry_connection(mut self, retry: bool) -> Self {
-        self.retry_connection = retry;
-        self
-    }
-
-    /// How often bb8 looks for idle and expired connections to close (bb8's default: 30 s).
-    pub fn reaper_rate(mut self, rate: Duration) -> Self {
-        self.reaper_rate = Some(rate);
-        self
-    }
-
-    /// FIFO (default) or LIFO checkout order.
-    pub fn queue_strategy(mut self, strategy: QueueStrategy) -> Self {
-        self.queue_strategy = strategy;
-        self
-    }
-
-    /// Where bb8 sends errors no caller sees (failed background connects, failed validations).
-    /// Default: logged with `tracing` at debug level.
-    pub fn error_sink(mut self, sink: Box<dyn ErrorSink<Error>>) -> Self {
-        self.error_sink = Some(sink);
-        self
-    }
-
-    /// Runs on every new connection before it enters the pool.
-    pub fn connection_customizer(
-        mut self,
-        customizer: Box<dyn CustomizeConnection<DsqlClient, Error>>,
-    ) -> Self {
-        self.customizer = Some(customizer);
+    /// Adjusts bb8's builder after the settings above are applied: an error sink (default: logged
+    /// at debug level), the queue strategy, the reaper rate, a connection customizer,
+    /// `retry_connection`. bb8's own rules apply to what is set here.
+    pub fn configure(mut self, f: impl FnOnce(Bb8Builder) -> Bb8Builder + Send + 'static) -> Self {
+        self.configure = Some(Box::new(f));
         self
     }
 
@@ -291,43 +196,17 @@ impl PoolBuilder {
         })
     }
 
-    /// Validates the settings (bb8 panics on some; we return errors) and makes bb8's builder.
+    /// Checks the settings (bb8 panics on some; we return errors) and makes bb8's builder.
     fn prepare(
         self,
         config: Config,
-    ) -> Result<
-        (
-            bb8::Builder<DsqlConnectionManager>,
-            DsqlConnectionManager,
-            Duration,
-        ),
-        Error,
-    > {
-        if self.max_size == 0 {
-            return Err(Error::Config("max_size must be at least 1".to_owned()));
-        }
-        if let Some(min_idle) = self.min_idle
-            && min_idle > self.max_size
-        {
-            return Err(Error::Config(format!(
-                "min_idle ({min_idle}) is larger than max_size ({}): lower min_idle or raise max_size",
-                self.max_size
-            )));
-        }
-        if self.connection_timeout.is_zero() {
-            return Err(Error::Config(
-                "connection_timeout must be positive".to_owned(),
-            ));
-        }
-        if self.reaper_rate == Some(Duration::ZERO) {
-            return Err(Error::Config("reaper_rate must be positive".to_owned()));
-        }
-        self.policy
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        let manager = DsqlConnectionManager::new(config)
-            .with_lifetime(self.policy.max_lifetime, self.policy.lifetime_jitter)?;
-
+    ) -> Result<(Bb8Builder, DsqlConnectionManager, Duration), Error> {
+        let min_idle = self.min_idle.map(|m| m as usize);
+        let (max_size, timeout) = (self.max_size as usize, self.connection_timeout);
+        (self.policy)
+            .validate_pool(max_size, min_idle, "connection_timeout", timeout)
+            .map_err(Error::config)?;
+        let manager = DsqlConnectionManager::new(config).with_policy(self.policy.clone())?;
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections that nobody checks out.
         let mut builder = bb8::Pool::builder()
@@ -337,17 +216,9 @@ impl PoolBuilder {
             .idle_timeout(self.policy.idle_timeout)
             .connection_timeout(self.connection_timeout)
             .test_on_check_out(self.policy.test_on_check_out)
-            .retry_connection(self.retry_connection)
-            .queue_strategy(self.queue_strategy)
-            .error_sink(
-                self.error_sink
-                    .unwrap_or_else(|| Box::new(TracingErrorSink)),
-            );
-        if let Some(rate) = self.reaper_rate {
-            builder = builder.reaper_rate(rate);
-        }
-        if let Some(customizer) = self.customizer {
-            builder = builder.connection_customizer(customizer);
+            .error_sink(Box::new(TracingErrorSink));
+        if let Some(configure) = self.configure {
+            builder = configure(builder);
         }
         Ok((builder, manager, self.connection_timeout))
     }

@@ -61,8 +61,14 @@ async fn no_token_or_secret_in_trace_logs() {
         .start()
         .await
         .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
-    let provider = TokenProvider::new(local.credentials());
-    let url = format!("{}&token_duration_secs=2", local.connection_string());
+    // 8 s tokens so the pool below outlives some, each handed out with at least 5 s left: ample
+    // for TCP, TLS and startup on a loaded machine, so no connect can race the expiry.
+    let provider = TokenProvider::builder()
+        .credentials(local.credentials())
+        .min_remaining(Duration::from_secs(5))
+        .build()
+        .expect("provider");
+    let url = format!("{}&token_duration_secs=8", local.connection_string());
     let config = url
         .parse::<Config>()
         .expect("config")
@@ -92,14 +98,15 @@ async fn no_token_or_secret_in_trace_logs() {
         .await
         .expect("transaction");
 
-        // A pool living through token expiry (2 s tokens, 1 s connection lifetimes).
+        // A pool living through token rotation (a token is reused for 3 s; 1 s connection
+        // lifetimes, 4 s of queries).
         let pool = PoolBuilder::new()
             .max_size(2)
             .max_lifetime(Duration::from_secs(1))
             .build(config.clone())
             .await
             .unwrap();
-        for _ in 0..30 {
+        for _ in 0..40 {
             pool.get()
                 .await
                 .expect("get")
@@ -109,6 +116,7 @@ async fn no_token_or_secret_in_trace_logs() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokens.push(config.token().await.expect("token"));
+        assert_ne!(tokens[0].as_str(), tokens[1].as_str(), "the token rotated");
 
         // Refusals: a wrong secret key, directly and through the pool.
         let bad = Credentials::new(

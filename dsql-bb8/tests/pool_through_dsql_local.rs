@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use dsql_bb8::{Error, Pool, PoolBuilder};
+use dsql_bb8::{ErrorKind, Pool, PoolBuilder};
 use dsql_local::testing::{self, guarded, start};
 use dsql_local::{LocalDsql, RefusalReason};
-use dsql_tokio_postgres::{Config, ConnectOptions, ErrorKind, TokenProvider};
+use dsql_tokio_postgres::ErrorKind as ConnectKind;
+use dsql_tokio_postgres::{Config, ConnectOptions, TokenProvider};
 
 /// The shared harness's options for `local`, edited, with its credentials.
 fn config_with(local: &LocalDsql, edit: impl FnOnce(&mut ConnectOptions)) -> Config {
@@ -36,12 +37,21 @@ async fn query_once(pool: &Pool) -> Result<i32, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
     guarded("rotation", async {
-        // Tokens live 2 s, the gateway ends connections at 3 s; the pool retires its
-        // connections (1.5-2 s lifetimes) before the gateway would, and signs a new token
-        // whenever the cached one is too close to expiry.
+        // Tokens live 8 s and are handed out only with 5 s or more left (ample for a connect on
+        // a loaded machine, so no connect races the expiry): a token serves for about 3 s, then
+        // a new one is signed. The gateway ends connections at 3 s; the pool retires its
+        // connections (1.5-2 s lifetimes) before it would.
         let local = start(LocalDsql::builder().max_connection_age(Duration::from_secs(3))).await;
-        let config = config_with(&local, |o| o.token_duration = Duration::from_secs(2));
-        assert_eq!(config.signing_params().expires_in(), Duration::from_secs(2));
+        let provider = TokenProvider::builder()
+            .credentials(local.credentials())
+            .min_remaining(Duration::from_secs(5))
+            .build()
+            .expect("provider");
+        let mut options = testing::connect_options(&local);
+        options.token_duration = Duration::from_secs(8);
+        let config = Config::new(options)
+            .expect("config")
+            .with_token_provider(provider.clone());
         let pool = PoolBuilder::new()
             .max_size(4)
             .max_lifetime(Duration::from_secs(2))
@@ -89,6 +99,9 @@ async fn short_tokens_and_gateway_connection_age_never_fail_a_query() {
             "connections were recycled: only {} accepted",
             counters.accepted()
         );
+        // 12 s of 8 s tokens reused for about 3 s each: tokens rotated under the pool.
+        let signings = provider.stats().signings;
+        assert!(signings >= 3, "tokens rotated: only {signings} signed");
     })
     .await;
 }
@@ -161,8 +174,15 @@ async fn wrong_secret_key_reaches_the_caller_as_access_denied_not_a_timeout() {
             Ok(Err(err)) => err,
             Err(_) => panic!("pool.get() hid the access-denied error behind a timeout"),
         };
-        assert!(matches!(err, Error::Connect(_)), "{err:?}");
-        assert_eq!(err.kind(), Some(ErrorKind::AccessDenied), "{err}");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Connect(ConnectKind::AccessDenied),
+            "{err}"
+        );
+        assert_eq!(
+            err.connect_error().map(|e| e.kind()),
+            Some(ConnectKind::AccessDenied)
+        );
         assert!(err.to_string().contains(good.access_key_id()), "{err}");
         assert!(!format!("{err} {err:?}").contains("not-the-secret"));
         assert!(local.counters().refused(RefusalReason::BadSignature) >= 1);
@@ -205,7 +225,7 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
                         let mut conn = pool.get().await.expect("get");
                         let runs = &runs;
                         dsql_tokio_postgres::transaction_with_retry(
-                            conn.client_mut(),
+                            &mut conn,
                             &policy,
                             async |tx| {
                                 runs.fetch_add(1, Ordering::Relaxed);
@@ -231,11 +251,10 @@ async fn occ_helper_on_pooled_connections_lands_every_increment() {
             .unwrap()
             .get(0);
         assert_eq!(n, 400);
+        // Whether increments overlapped depends on scheduling; what must hold either way: each
+        // landed exactly once. (dsql-tokio-postgres's tests force a conflict by hand.)
         let runs = runs.load(Ordering::Relaxed);
-        assert!(
-            runs > 400,
-            "concurrent increments must have conflicted and been retried ({runs} runs)"
-        );
+        assert!(runs >= 400, "closure ran {runs} times");
     })
     .await;
 }
@@ -268,7 +287,9 @@ async fn bad_pool_settings_are_errors_not_panics() {
         ),
     ] {
         match builder.build(config.clone()).await {
-            Err(Error::Config(message)) => assert!(message.contains(needle), "{message}"),
+            Err(err) if err.kind() == ErrorKind::Config => {
+                assert!(err.to_string().contains(needle), "{err}")
+            }
             other => panic!("expected a configuration error about {needle}, got {other:?}"),
         }
     }
@@ -298,8 +319,12 @@ async fn timeout_carries_the_last_connect_failure() {
             .await
             .expect("pool");
         let err = pool.get().await.expect_err("nothing listens");
-        assert!(err.is_timeout(), "{err:?}");
-        assert_eq!(err.kind(), Some(ErrorKind::Connect), "{err}");
+        assert_eq!(err.kind(), ErrorKind::PoolTimeout, "{err:?}");
+        assert_eq!(
+            err.connect_error().map(|e| e.kind()),
+            Some(ConnectKind::Connect),
+            "{err}"
+        );
         assert!(
             err.to_string().contains(&port.to_string()),
             "names where it tried: {err}"

@@ -1,15 +1,18 @@
 //! `dsql token`: sign an IAM authentication token and print it as the token alone, a ready
 //! `postgres://` URL, shell `export` lines, or JSON.
 //!
-//! Host and region rules, the action for the user, the lifetime range and the signing itself all
-//! come from dsql-auth-core; this file only reads flags and formats the result.
+//! Host and region rules (a host pasted with a port included), the defaults (user `admin`, 900 s),
+//! the action for the user, the lifetime range and the signing itself all come from
+//! dsql-auth-core: the flags become a `ConnectOptions`; this file only reads flags and formats the
+//! result.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use dsql_auth_core::clock::ManualClock;
-use dsql_auth_core::provider::default_chain_credentials;
+use dsql_auth_core::connect_options::{DEFAULT_TOKEN_DURATION, DEFAULT_USER};
+use dsql_auth_core::provider::{default_chain_credentials, default_margin};
 use dsql_auth_core::{
     AuthToken, ConnectOptions, Endpoint, Error, ErrorKind, SharedClock, SystemClock, TokenProvider,
 };
@@ -35,7 +38,9 @@ pub(crate) enum Format {
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The cluster endpoint (<cluster-id>.dsql.<region>.on.aws), a bare cluster id (with a region),
-    /// or a custom host such as a proxy (with a region; never rewritten).
+    /// or a custom host such as a proxy (with a region; never rewritten). A port after it
+    /// (`:5432`) is the port printed in the url/env/json formats; `:443` is dropped. The token is
+    /// signed for the host alone.
     #[arg(long)]
     host: String,
     /// AWS region. Read from the host for DSQL endpoints; for other hosts, --region or else
@@ -43,10 +48,10 @@ pub(crate) struct Args {
     #[arg(long)]
     region: Option<String>,
     /// Database role: `admin` gets a DbConnectAdmin token, every other role DbConnect.
-    #[arg(long, default_value = "admin")]
+    #[arg(long, default_value = DEFAULT_USER)]
     user: String,
     /// Token lifetime in seconds (1..=604800).
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TOKEN_DURATION.as_secs())]
     expires_in: u64,
     /// AWS profile to take credentials from (default: the default chain, which reads
     /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN first, then AWS_PROFILE).
@@ -69,13 +74,20 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             "--user is empty: give a database role, e.g. --user admin",
         ));
     }
-    let mut opts = ConnectOptions::new(args.host.clone());
-    opts.user = args.user.clone();
+    let region_given = args.region.is_some();
+    let mut opts = ConnectOptions::new(args.host.clone())
+        .user(args.user.clone())
+        .token_duration(Duration::from_secs(args.expires_in));
     opts.region = args.region.clone();
     opts.profile = args.profile.clone();
-    opts.token_duration = Duration::from_secs(args.expires_in);
-    let endpoint = resolve_endpoint(&mut opts, |k| {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
+    let opts = opts.region_from_env(|k| std::env::var(k).ok());
+    let endpoint = opts.endpoint().map_err(|e| {
+        let hint = if region_given || opts.region.is_none() {
+            "--host and --region"
+        } else {
+            "--region (from AWS_REGION/AWS_DEFAULT_REGION)"
+        };
+        core_error(&e, hint)
     })?;
     let params = opts
         .signing_params()
@@ -86,14 +98,25 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
         None => Arc::new(SystemClock),
     };
     // The cluster's region steers the chain's STS/SSO calls and spares an EC2 metadata lookup.
-    let credentials = default_chain_credentials(args.profile.as_deref(), Some(params.region()))
+    let credentials = default_chain_credentials(opts.profile.as_deref(), Some(params.region()))
         .await
         .map_err(|e| core_error(&e, ""))?;
+    // The provider's margin keeps a connection from starting on a nearly expired token; a printed
+    // token is used later by someone else, so lifetimes too short for that margin (the AWS CLI
+    // signs 1 s tokens) are signed with none.
     let provider = TokenProvider::builder()
         .credentials(credentials)
         .clock(clock)
+        .min_remaining(default_margin(params.expires_in()).unwrap_or(Duration::ZERO))
         .build()
         .map_err(|e| core_error(&e, ""))?;
+    tracing::debug!(
+        host = params.host(),
+        region = params.region(),
+        action = %params.action(),
+        expires_in_secs = params.expires_in().as_secs(),
+        "signing a DSQL auth token"
+    );
     let token = provider
         .token(&params)
         .await
@@ -104,6 +127,10 @@ pub(crate) async fn run(args: Args) -> Result<(), CliError> {
             _ => core_error(&e, ""),
         })?;
 
+    tracing::debug!(
+        expires_at = %rfc3339(token.expires_at())?,
+        "DSQL auth token signed"
+    );
     let out = render(args.format, &token, &endpoint, &opts)?;
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -131,27 +158,6 @@ fn parse_at(s: &str) -> Result<SystemTime, CliError> {
         )));
     }
     Ok(SystemTime::from(t))
-}
-
-/// The endpoint for the options. A host that carries no region (custom host, bare cluster id)
-/// takes it from `AWS_REGION` / `AWS_DEFAULT_REGION` when `--region` is absent; a DSQL hostname's
-/// own region is never contradicted by the environment.
-fn resolve_endpoint(
-    opts: &mut ConnectOptions,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Endpoint, CliError> {
-    match opts.endpoint() {
-        Ok(ep) => Ok(ep),
-        Err(first) if opts.region.is_none() => {
-            let Some(region) = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")) else {
-                return Err(core_error(&first, "--host and --region"));
-            };
-            opts.region = Some(region);
-            opts.endpoint()
-                .map_err(|e| core_error(&e, "--region (from AWS_REGION/AWS_DEFAULT_REGION)"))
-        }
-        Err(e) => Err(core_error(&e, "--host and --region")),
-    }
 }
 
 /// A core error as a CLI error: bad input exits 2, everything else 1. The core's messages never
@@ -253,23 +259,6 @@ mod tests {
     fn quoting() {
         assert_eq!(shell_quote("a&b=c"), "'a&b=c'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
-
-    #[test]
-    fn region_from_env_only_for_hosts_without_one() {
-        let env = |k: &str| (k == "AWS_REGION").then(|| "eu-west-1".to_owned());
-        let mut custom = ConnectOptions::new("localhost");
-        assert_eq!(
-            resolve_endpoint(&mut custom, env).unwrap().region(),
-            "eu-west-1"
-        );
-        let mut dsql = ConnectOptions::new("abcdefghijklmnopqrstuvwxyz.dsql.us-east-1.on.aws");
-        assert_eq!(
-            resolve_endpoint(&mut dsql, env).unwrap().region(),
-            "us-east-1"
-        );
-        let mut none = ConnectOptions::new("localhost");
-        assert!(resolve_endpoint(&mut none, |_| None).is_err());
     }
 
     #[test]

@@ -217,6 +217,12 @@ async fn rate_limit_then_success_is_retried() {
         .await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout.contains("orders: rotated"), "{run:?}");
+    // The trace logging was on and wrote (so the secret check above saw real log output): the
+    // client's per-request debug line and its retry line for the 429.
+    assert!(
+        run.stderr.contains("Hyperdrive API request") && run.stderr.contains("retrying"),
+        "trace logs expected on stderr: {run:?}"
+    );
     let reqs = e.fake.requests();
     assert_eq!(reqs[0].method, "GET");
     assert_eq!(

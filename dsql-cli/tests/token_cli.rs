@@ -131,7 +131,8 @@ fn secret_parts(v: &Vector) -> Vec<String> {
 #[test]
 fn prints_the_same_token_as_boto3() {
     let home = tempfile::tempdir().unwrap();
-    // Hosts with a port are not hosts to `dsql token` (the port goes elsewhere); all others count.
+    // botocore signs a non-443 port into the host (`proxy.internal:5432`); `dsql token` takes
+    // such a port as the connection's (see `host_with_a_port_...`), so that vector is left out.
     let vectors: Vec<_> = vectors_at()
         .into_iter()
         .filter(|v| !v.host.contains(':') || v.host.starts_with('['))
@@ -364,7 +365,60 @@ fn nothing_secret_in_trace_logs() {
     let out = run(cmd, &["--host", &v.host, "--at", AT]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), format!("{}\n", v.expected));
+    // Trace logging really wrote: `dsql token`'s own lines (what is signed, and when it expires)
+    // are there, so the absence of secrets below is not the absence of logs.
+    let log = stderr(&out);
+    assert!(
+        log.contains("signing a DSQL auth token")
+            && log.contains(&v.host)
+            && log.contains("DSQL auth token signed")
+            && log.contains("2024-01-01T00:15:00Z"),
+        "trace logs expected on stderr: {log}"
+    );
     for secret in secret_parts(&v) {
-        assert!(!stderr(&out).contains(&secret), "secret in trace logs");
+        assert!(!log.contains(&secret), "secret in trace logs");
     }
+    // Without DSQL_LOG/RUST_LOG those lines stay out (the default is warnings only).
+    let out = run(
+        with_creds(dsql(home.path()), &v),
+        &["--host", &v.host, "--at", AT],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("signing a DSQL auth token"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Hosts pasted with a port, as the AWS CLI accepts them: `:5432` (or any port) is the port to
+/// connect to and `:443` (the signing URL's) is dropped; the token is boto3's for the host alone.
+#[test]
+fn host_with_a_port_is_taken_and_the_port_kept_out_of_the_signed_host() {
+    let home = tempfile::tempdir().unwrap();
+    let v = admin_vector();
+    for (pasted, port) in [
+        (format!("{}:5432", v.host), 5432),
+        (format!("{}:443", v.host), 5432),
+        (format!("{}.:6000", v.host.to_uppercase()), 6000),
+    ] {
+        let out = run(
+            with_creds(dsql(home.path()), &v),
+            &["--host", &pasted, "--at", AT, "--format", "json"],
+        );
+        assert!(out.status.success(), "{pasted}: {}", stderr(&out));
+        let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(json["token"], v.expected.as_str(), "{pasted}");
+        assert_eq!(json["host"], v.host.as_str(), "{pasted}");
+        assert_eq!(json["port"], port, "{pasted}");
+    }
+    let err = fails(
+        run(
+            with_creds(dsql(home.path()), &v),
+            &["--host", &format!("{}:99999", v.host), "--at", AT],
+        ),
+        2,
+        &v,
+    );
+    assert!(err.contains("99999") && err.contains("port"), "{err}");
 }

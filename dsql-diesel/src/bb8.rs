@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::bb8::RunError;
@@ -16,8 +17,7 @@ use dsql_tokio_postgres::Config;
 
 use crate::error::{Error, ErrorKind};
 use crate::pooled::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
-    next_fatal, pool_connect_error,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, manager, pool_error,
 };
 use dsql_auth_core::PoolPolicy;
 
@@ -90,27 +90,16 @@ impl Pool {
         &self,
         get: impl Future<Output = Result<T, RunError<PoolError>>>,
     ) -> Result<T, Error> {
-        let mut failures = self.failures.subscribe();
-        let seen = failures.borrow_and_update().seq;
-        tokio::select! {
-            biased;
-            got = get => match got {
-                Ok(conn) => Ok(conn),
-                Err(RunError::TimedOut) => {
-                    let current = failures.borrow();
-                    let last = current.error.clone().filter(|_| current.seq > seen);
-                    Err(Error::timed_out(self.connection_timeout, last))
-                }
-                Err(RunError::User(PoolError::ConnectionError(err))) => {
-                    Err(pool_connect_error(&self.failures, seen, err))
-                }
-                Err(RunError::User(PoolError::QueryError(err))) => Err(Error::pool(
-                    ErrorKind::Pool,
-                    format!("a new pooled DSQL connection failed its first query: {err}"),
-                    Some(Box::new(err)),
-                )),
-            },
-            err = next_fatal(&mut failures) => Err(Error::connect(err)),
+        let mark = self.failures.mark();
+        let failure = |e: &Arc<dsql_tokio_postgres::Error>| e.connect_failure();
+        match self.failures.until_fatal(mark, failure, get).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(RunError::TimedOut)) => Err(Error::timed_out(
+                self.connection_timeout,
+                self.failures.since(mark),
+            )),
+            Ok(Err(RunError::User(err))) => Err(pool_error(&self.failures, mark, err)),
+            Err(fatal) => Err(Error::connect(fatal)),
         }
     }
 }
@@ -170,40 +159,11 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
-    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.policy.max_lifetime = max_lifetime.into();
-        self
-    }
-
-    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
-    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.policy.lifetime_jitter = jitter;
-        self
-    }
-
-    /// Close connections idle for this long; `None` to keep them.
-    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.policy.idle_timeout = idle_timeout.into();
-        self
-    }
+    dsql_auth_core::pool_policy_setters!(policy);
 
     /// How long [`Pool::get`] waits for a connection.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
-        self
-    }
-
-    /// Send `SELECT 1` to an idle connection before handing it out (each connection's own
-    /// lifetime is checked either way).
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.policy.test_on_check_out = test;
-        self
-    }
-
-    /// All of the core's pool policy at once.
-    pub fn policy(mut self, policy: PoolPolicy) -> Self {
-        self.policy = policy;
         self
     }
 
@@ -218,16 +178,11 @@ impl PoolBuilder {
     /// set any.
     pub async fn build(self, config: Config) -> Result<Pool, Error> {
         let (builder, manager, failures, connection_timeout) = self.prepare(config)?;
-        let mut seen = failures.subscribe();
-        let seq = seen.borrow_and_update().seq;
-        let inner = builder.build(manager).await.map_err(|err| match err {
-            PoolError::ConnectionError(err) => pool_connect_error(&failures, seq, err),
-            PoolError::QueryError(err) => Error::pool(
-                ErrorKind::Pool,
-                format!("a new pooled DSQL connection failed its first query: {err}"),
-                Some(Box::new(err)),
-            ),
-        })?;
+        let mark = failures.mark();
+        let inner = builder
+            .build(manager)
+            .await
+            .map_err(|err| pool_error(&failures, mark, err))?;
         Ok(Pool {
             inner,
             failures,
@@ -246,12 +201,14 @@ impl PoolBuilder {
     }
 
     fn prepare(self, config: Config) -> Result<(Bb8Builder, Manager, Failures, Duration), Error> {
-        check_settings(
-            &self.policy,
-            self.max_size as usize,
-            self.connection_timeout,
-            "connection_timeout",
-        )?;
+        (self.policy)
+            .validate_pool(
+                self.max_size as usize,
+                None,
+                "connection_timeout",
+                self.connection_timeout,
+            )
+            .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
         let (manager, failures) = manager(config, &self.policy);
         // bb8's own lifetime check is the upper bound of the jittered lifetimes: it also retires
         // idle connections nobody checks out. bb8 always runs the manager's checkout check: it

@@ -16,13 +16,11 @@ use std::time::Duration;
 use ::deadpool::Runtime;
 use ::deadpool::managed::{Hook, HookError, PoolError as DeadpoolError, TimeoutType};
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::PoolError;
 use dsql_tokio_postgres::Config;
 
 use crate::error::{Error, ErrorKind};
 use crate::pooled::{
-    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, check_settings, manager,
-    pool_connect_error,
+    DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_SIZE, Failures, Manager, manager, pool_error,
 };
 use dsql_auth_core::PoolPolicy;
 
@@ -73,16 +71,9 @@ impl Pool {
     /// opening a connection failed, [`ErrorKind::PoolTimeout`] when no slot freed up within the
     /// wait timeout.
     pub async fn get(&self) -> Result<Object, Error> {
-        let seen = self.failures.subscribe().borrow().seq;
+        let mark = self.failures.mark();
         self.inner.get().await.map_err(|err| match err {
-            DeadpoolError::Backend(PoolError::ConnectionError(err)) => {
-                pool_connect_error(&self.failures, seen, err)
-            }
-            DeadpoolError::Backend(PoolError::QueryError(err)) => Error::pool(
-                ErrorKind::Pool,
-                format!("a new pooled DSQL connection failed its first query: {err}"),
-                Some(Box::new(err)),
-            ),
+            DeadpoolError::Backend(err) => pool_error(&self.failures, mark, err),
             DeadpoolError::Timeout(TimeoutType::Wait) => Error::timed_out(self.wait_timeout, None),
             DeadpoolError::Timeout(_) => Error::pool(
                 ErrorKind::PoolTimeout,
@@ -162,36 +153,7 @@ impl PoolBuilder {
         self
     }
 
-    /// Longest life of a connection; `None` for unlimited (DSQL still closes it at 60 minutes).
-    pub fn max_lifetime(mut self, max_lifetime: impl Into<Option<Duration>>) -> Self {
-        self.policy.max_lifetime = max_lifetime.into();
-        self
-    }
-
-    /// Fraction in `[0, 1)` by which each connection's lifetime is shortened at random.
-    pub fn lifetime_jitter(mut self, jitter: f64) -> Self {
-        self.policy.lifetime_jitter = jitter;
-        self
-    }
-
-    /// Discard, at checkout, connections not checked out for this long; `None` to keep them.
-    pub fn idle_timeout(mut self, idle_timeout: impl Into<Option<Duration>>) -> Self {
-        self.policy.idle_timeout = idle_timeout.into();
-        self
-    }
-
-    /// Send `SELECT 1` to an idle connection before handing it out (each connection's own
-    /// lifetime is checked either way).
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.policy.test_on_check_out = test;
-        self
-    }
-
-    /// All of the core's pool policy at once.
-    pub fn policy(mut self, policy: PoolPolicy) -> Self {
-        self.policy = policy;
-        self
-    }
+    dsql_auth_core::pool_policy_setters!(policy);
 
     /// How long [`Pool::get`] waits for a free slot.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
@@ -210,12 +172,9 @@ impl PoolBuilder {
 
     /// Builds the pool (opening no connection). Needs a tokio runtime when used.
     pub fn build(self, config: Config) -> Result<Pool, Error> {
-        check_settings(
-            &self.policy,
-            self.max_size,
-            self.wait_timeout,
-            "wait_timeout",
-        )?;
+        (self.policy)
+            .validate_pool(self.max_size, None, "wait_timeout", self.wait_timeout)
+            .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
         let (manager, failures) = manager(config, &self.policy);
         let mut builder = DeadpoolPool::builder(manager)
             .max_size(self.max_size)

@@ -148,10 +148,6 @@ impl Error {
             source: source.map(Source::Other),
         }
     }
-
-    pub(crate) fn config(message: impl fmt::Display) -> Self {
-        Self::pool(ErrorKind::Config, message, None)
-    }
 }
 
 /// Into diesel's own connection error, for `custom_setup` closures and code that expects

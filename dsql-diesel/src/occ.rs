@@ -1,20 +1,22 @@
 //! Rerunning whole transactions on DSQL's optimistic-concurrency conflicts (OC000, OC001).
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind};
 use diesel_async::{AsyncConnection, TransactionManager};
 use dsql_auth_core::classify::classify_message;
-use dsql_auth_core::diagnostics::occ_exhausted;
-use dsql_auth_core::retry::RetryState;
+use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
 use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
+use rand::random;
+use tokio::time::sleep;
 
 /// Runs `body` in a transaction on `conn` and commits; when DSQL reports an OCC conflict (OC000
 /// data, OC001 schema) from a statement or the commit, rolls back, waits as `policy` says and
 /// runs `body` again in a new transaction. Returns what `body` returned in the attempt that
 /// committed.
 ///
-/// `policy` is the core's [`RetryPolicy`], run by the core's retry bookkeeping. `conn` is an [`AsyncPgConnection`](diesel_async::AsyncPgConnection) or a pooled connection
+/// `policy` is the core's [`RetryPolicy`], run by the core's OCC loop. `conn` is an [`AsyncPgConnection`](diesel_async::AsyncPgConnection) or a pooled connection
 /// (both pools' connections are `AsyncConnection`s). `body` is an async closure that gets the
 /// connection, may borrow from its surroundings, and returns your own error type `E` (anything
 /// `From<diesel::result::Error>`); it runs once per attempt, so it must not have effects outside
@@ -43,7 +45,7 @@ use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
 pub async fn transaction_with_retry<C, T, E, F>(
     conn: &mut C,
     policy: &RetryPolicy,
-    mut body: F,
+    body: F,
 ) -> Result<T, E>
 where
     C: AsyncConnection,
@@ -51,47 +53,46 @@ where
     T: Send,
     E: From<diesel::result::Error> + fmt::Display + Send,
 {
-    // A plain loop over the core's RetryState: each attempt borrows `conn` and `body` mutably.
-    let mut state = RetryState::start(policy, &SystemClock);
-    loop {
-        let attempt = state.next_attempt();
-        let err = match run_once(conn, &mut body).await {
-            Ok(value) => {
-                if attempt > 1 {
-                    tracing::info!(
-                        occ_retries = attempt - 1,
-                        "transaction committed after OCC conflicts"
-                    );
-                }
-                return Ok(value);
-            }
-            Err(err) => err,
-        };
-        let class = occ_conflict(&err.to_string());
-        match state.failed(class.is_some(), rand::random::<f64>()) {
-            Ok(delay) => {
-                tracing::debug!(
-                    occ_retry = attempt,
-                    reason = %class.unwrap_or(DsqlErrorClass::Other),
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    "OCC conflict; retrying the transaction"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(stop) if stop.exhausted => {
-                let reason = class.unwrap_or(DsqlErrorClass::Other);
-                let message = occ_exhausted(&reason, stop.attempts, stop.elapsed);
-                tracing::warn!(attempts = stop.attempts, reason = %reason, "{message}");
-                return Err(E::from(diesel::result::Error::DatabaseError(
-                    DatabaseErrorKind::SerializationFailure,
-                    Box::new(OccExhausted {
-                        message,
-                        last: err.to_string(),
-                    }),
-                )));
-            }
-            Err(_) => return Err(err),
-        }
+    let attempt = Attempt {
+        conn,
+        body,
+        _out: PhantomData,
+    };
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
+}
+
+/// One attempt: a diesel-async transaction around the body.
+struct Attempt<'c, C, F, T, E> {
+    conn: &'c mut C,
+    body: F,
+    _out: PhantomData<fn() -> (T, E)>,
+}
+
+impl<C, F, T, E> OccAttempt for Attempt<'_, C, F, T, E>
+where
+    C: AsyncConnection,
+    F: for<'r> OccBody<&'r mut C, T, E, Fut: Send> + Send,
+    T: Send,
+    E: From<diesel::result::Error> + fmt::Display + Send,
+{
+    type Output = T;
+    type Error = E;
+
+    fn run(&mut self) -> impl Future<Output = Result<T, E>> + Send {
+        run_once(self.conn, &mut self.body)
+    }
+
+    fn class(&self, err: &E) -> Option<DsqlErrorClass> {
+        occ_conflict(&err.to_string())
+    }
+
+    /// A `SerializationFailure` with the core's text; the server's last message is its details.
+    fn exhausted(&self, err: E, message: String) -> E {
+        let last = err.to_string();
+        E::from(diesel::result::Error::DatabaseError(
+            DatabaseErrorKind::SerializationFailure,
+            Box::new(OccExhausted { message, last }),
+        ))
     }
 }
 

@@ -3,26 +3,25 @@
 //! connect failures that lets a pool report them to waiting callers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use diesel::IntoSql;
 use diesel::connection::{Instrumentation, InstrumentationEvent, get_default_instrumentation};
 use diesel::sql_types::Integer;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use dsql_auth_core::PoolPolicy;
+use dsql_auth_core::limits::{ConnectFailures, FailureMark};
 use dsql_tokio_postgres::Config;
 use futures_util::FutureExt;
-use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind};
 
-/// Default time a caller waits for a pooled connection (bb8's default).
-pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default maximum number of connections in a pool (bb8's default).
-pub const DEFAULT_MAX_SIZE: u32 = 10;
+pub use dsql_auth_core::limits::{
+    DEFAULT_POOL_MAX_SIZE as DEFAULT_MAX_SIZE, DEFAULT_POOL_WAIT as DEFAULT_CONNECTION_TIMEOUT,
+};
 
 /// diesel-async's connection manager, as both pools set it up: each new connection comes from
 /// [`connect`](crate::connect) and carries its own lifetime; checkout validation retires expired
@@ -55,79 +54,29 @@ impl Instrumentation for LifetimeMark {
     }
 }
 
-/// A connect failure as seen by waiting callers; `seq` tells new failures from old ones.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Failure {
-    pub(crate) seq: u64,
-    pub(crate) error: Option<Arc<dsql_tokio_postgres::Error>>,
-}
-
 /// The connect failures of one pool, shared by its manager (which records them) and the pool's
 /// `get` (which reports them).
-#[derive(Debug, Clone)]
-pub(crate) struct Failures(Arc<watch::Sender<Failure>>);
+pub(crate) type Failures = ConnectFailures<Arc<dsql_tokio_postgres::Error>>;
 
-impl Failures {
-    fn record(&self, err: Arc<dsql_tokio_postgres::Error>) {
-        self.0.send_modify(|f| {
-            f.seq += 1;
-            f.error = Some(err);
-        });
-    }
-
-    pub(crate) fn subscribe(&self) -> watch::Receiver<Failure> {
-        self.0.subscribe()
-    }
-
-    /// The connect failure recorded after `seen` whose message diesel's error carries, if any:
-    /// the error in full, with its kind, in place of diesel's string.
-    pub(crate) fn matching(
-        &self,
-        seen: u64,
-        message: &str,
-    ) -> Option<Arc<dsql_tokio_postgres::Error>> {
-        let current = self.0.borrow();
-        current
-            .error
-            .as_ref()
-            .filter(|e| current.seq > seen && e.to_string() == message)
-            .cloned()
-    }
-}
-
-/// Waits for the next connect failure that retrying cannot fix.
-#[cfg(feature = "bb8")]
-pub(crate) async fn next_fatal(
-    failures: &mut watch::Receiver<Failure>,
-) -> Arc<dsql_tokio_postgres::Error> {
-    loop {
-        if failures.changed().await.is_err() {
-            // The pool owns the sender, so this cannot happen while it exists; leave the answer to
-            // the pool's own timeout rather than reporting something false.
-            std::future::pending::<()>().await;
+/// Maps diesel-async's pool error: a connection error back to the connect failure it came
+/// from, which the manager recorded with its kind (diesel's error keeps only the message).
+pub(crate) fn pool_error(failures: &Failures, mark: FailureMark, err: PoolError) -> Error {
+    let err = match err {
+        PoolError::ConnectionError(err) => err,
+        PoolError::QueryError(err) => {
+            return Error::pool(
+                ErrorKind::Pool,
+                format!("a new pooled DSQL connection failed its first query: {err}"),
+                Some(Box::new(err)),
+            );
         }
-        let latest = failures.borrow_and_update().error.clone();
-        if let Some(err) = latest
-            && err.connect_failure().is_fatal()
-        {
-            return err;
-        }
-    }
-}
-
-/// Maps a diesel connection error from a pool back to the connect failure it came from, which
-/// the manager recorded with its kind (diesel's error keeps only the message).
-pub(crate) fn pool_connect_error(
-    failures: &Failures,
-    seen: u64,
-    err: diesel::ConnectionError,
-) -> Error {
+    };
     let message = match &err {
         diesel::ConnectionError::BadConnection(m)
         | diesel::ConnectionError::InvalidConnectionUrl(m) => m.as_str(),
         _ => return Error::setup(err),
     };
-    match failures.matching(seen, message) {
+    match failures.since(mark).filter(|e| e.to_string() == message) {
         Some(connect) => Error::connect(connect),
         // Another failure was recorded since: the message is all that is left.
         None => Error::pool(
@@ -138,27 +87,6 @@ pub(crate) fn pool_connect_error(
     }
 }
 
-/// Checks the pool policy (the core's rules) and the pool's own settings.
-pub(crate) fn check_settings(
-    policy: &PoolPolicy,
-    max_size: usize,
-    timeout: Duration,
-    timeout_name: &str,
-) -> Result<(), Error> {
-    policy
-        .validate()
-        .map_err(|e| Error::pool(ErrorKind::Config, e.to_string(), Some(Box::new(e))))?;
-    if max_size == 0 {
-        return Err(Error::config("max_size must be at least 1"));
-    }
-    if timeout.is_zero() {
-        return Err(Error::config(format!(
-            "{timeout_name} must be positive (default 30 s)"
-        )));
-    }
-    Ok(())
-}
-
 /// diesel-async's manager for `config`: each new connection comes from [`crate::connect`] and
 /// gets its own lifetime drawn by the core's [`PoolPolicy`]; the checkout check retires expired
 /// connections and, when the policy tests on checkout, sends the others a prepared `SELECT 1` (one
@@ -166,7 +94,7 @@ pub(crate) fn check_settings(
 pub(crate) fn manager(config: Config, policy: &PoolPolicy) -> (Manager, Failures) {
     let test_on_check_out = policy.test_on_check_out;
     let policy = policy.clone();
-    let failures = Failures(Arc::new(watch::Sender::new(Failure::default())));
+    let failures = Failures::new();
     let recorder = failures.clone();
     let config = Arc::new(config);
     let url = format!("dsql://{}", config.endpoint().connect_host());

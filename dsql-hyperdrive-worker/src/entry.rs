@@ -93,14 +93,18 @@ impl StateStore for Kv {
 
 fn setup(env: &Env) -> Result<(Service, Kv), String> {
     let get = |name: &str| -> Option<String> {
-        if name == CONFIG_VAR {
-            // A string in [vars], or the same structure written as a TOML table (a JS object).
-            return match env.object_var::<serde_json::Value>(name).ok()? {
-                serde_json::Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            };
+        // Secrets and string [vars] are JS strings; `object_var` refuses those (it wants an
+        // Object), so it is only the fallback for the endpoint file written as a TOML table.
+        if let Ok(v) = env.var(name) {
+            return Some(v.to_string());
         }
-        env.var(name).ok().map(|v| v.to_string())
+        if name == CONFIG_VAR {
+            return env
+                .object_var::<serde_json::Value>(name)
+                .ok()
+                .map(|v| v.to_string());
+        }
+        None
     };
     let settings = Settings::from_env(get).map_err(|e| e.to_string())?;
     let kv = env.kv(STATE_BINDING).map_err(|e| {

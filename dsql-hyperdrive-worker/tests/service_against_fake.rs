@@ -1,5 +1,6 @@
 //! The Worker's logic (settings, pass with KV state, status, routing) run natively against the
 //! fake Hyperdrive API, with an in-memory store in place of KV: everything but the wasm32 glue.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -12,12 +12,13 @@ use crate::secret::Secret;
 
 /// A boxed future: `Send` natively (callers may spawn a pass), local on wasm32, where the
 /// Worker's `Fetch` futures hold JavaScript values.
+/// (Spelled with `std` types only, so the public API shows no `futures` type.)
 #[cfg(not(target_arch = "wasm32"))]
-pub type BoxFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 /// A boxed future: `Send` natively (callers may spawn a pass), local on wasm32, where the
 /// Worker's `Fetch` futures hold JavaScript values.
 #[cfg(target_arch = "wasm32")]
-pub type BoxFuture<'a, T> = futures_util::future::LocalBoxFuture<'a, T>;
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
 /// Why a request got no answer (network, DNS, TLS, timeout). Must not carry the bearer token.
 pub type TransportError = Box<dyn std::error::Error + Send + Sync + 'static>;

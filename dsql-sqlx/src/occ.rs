@@ -6,10 +6,13 @@
 
 use std::any::Any;
 use std::error::Error as StdError;
+use std::marker::PhantomData;
 
-use dsql_auth_core::retry::{RetryState, Stop};
-use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock, diagnostics};
+use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
+use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock};
+use rand::random;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
+use tokio::time::sleep;
 
 use crate::connect::class_of;
 use crate::error::{Error, ErrorKind};
@@ -79,48 +82,60 @@ pub mod private {
 pub async fn transaction_with_retry<'a, T, E, F>(
     target: impl OccTarget<'a>,
     policy: &RetryPolicy,
-    mut body: F,
+    body: F,
 ) -> Result<T, E>
 where
     F: for<'r, 't> OccBody<&'r mut Transaction<'t, Postgres>, T, E, Fut: Send> + Send,
     T: Send,
     E: From<sqlx::Error> + From<Error> + StdError + Send + 'static,
 {
-    let mut target = target.into_target();
-    let mut state = RetryState::start(policy, &SystemClock);
-    loop {
-        let attempt = state.next_attempt();
-        let outcome = match &mut target {
+    let attempt = Attempt {
+        target: target.into_target(),
+        body,
+        _out: PhantomData,
+    };
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
+}
+
+/// One attempt: a sqlx transaction around the body, on the connection or on one acquired from
+/// the pool for this attempt.
+struct Attempt<'a, F, T, E> {
+    target: private::Target<'a>,
+    body: F,
+    _out: PhantomData<fn() -> (T, E)>,
+}
+
+impl<F, T, E> OccAttempt for Attempt<'_, F, T, E>
+where
+    F: for<'r, 't> OccBody<&'r mut Transaction<'t, Postgres>, T, E, Fut: Send> + Send,
+    T: Send,
+    E: From<sqlx::Error> + From<Error> + StdError + Send + 'static,
+{
+    type Output = T;
+    type Error = E;
+
+    async fn run(&mut self) -> Result<T, E> {
+        match &mut self.target {
             private::Target::Pool(pool) => match pool.acquire().await {
-                Ok(mut conn) => run_once(&mut conn, &mut body).await,
+                Ok(mut conn) => run_once(&mut conn, &mut self.body).await,
                 Err(e) => Err(E::from(e)),
             },
-            private::Target::Conn(conn) => run_once(conn, &mut body).await,
-        };
-        let error = match outcome {
-            Ok(value) => {
-                if attempt > 1 {
-                    tracing::info!(target: "dsql_sqlx", occ_retries = attempt - 1, "transaction committed after OCC conflicts");
-                }
-                return Ok(value);
-            }
-            Err(error) => error,
-        };
-        let class = occ_class(&error).filter(|c| c.is_occ_conflict());
-        match state.failed(class.is_some(), rand::random::<f64>()) {
-            Ok(delay) => {
-                tracing::debug!(
-                    target: "dsql_sqlx",
-                    occ_retry = attempt,
-                    reason = %class.unwrap_or(DsqlErrorClass::Other),
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    "OCC conflict; retrying the transaction"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(stop) if !stop.exhausted => return Err(error),
-            Err(stop) => return Err(exhausted(error, class, stop)),
+            private::Target::Conn(conn) => run_once(conn, &mut self.body).await,
         }
+    }
+
+    fn class(&self, err: &E) -> Option<DsqlErrorClass> {
+        occ_class(err)
+    }
+
+    /// When `E` is this crate's [`Error`], the core's text becomes its message.
+    fn exhausted(&self, mut error: E, text: String) -> E {
+        let any: &mut dyn Any = &mut error;
+        if let Some(ours) = any.downcast_mut::<Error>() {
+            let last = std::mem::replace(ours, Error::new(ErrorKind::OccConflict, ""));
+            *ours = Error::new(ErrorKind::OccConflict, text).with_source(last);
+        }
+        error
     }
 }
 
@@ -135,18 +150,6 @@ where
     let value = body(&mut tx).await?;
     tx.commit().await?;
     Ok(value)
-}
-
-fn exhausted<E: 'static>(mut error: E, class: Option<DsqlErrorClass>, stop: Stop) -> E {
-    let reason = class.unwrap_or(DsqlErrorClass::Other);
-    let text = diagnostics::occ_exhausted(&reason, stop.attempts, stop.elapsed);
-    tracing::warn!(target: "dsql_sqlx", "{text}");
-    let any: &mut dyn Any = &mut error;
-    if let Some(ours) = any.downcast_mut::<Error>() {
-        let last = std::mem::replace(ours, Error::new(ErrorKind::OccConflict, ""));
-        *ours = Error::new(ErrorKind::OccConflict, text).with_source(last);
-    }
-    error
 }
 
 fn occ_class(err: &(dyn StdError + 'static)) -> Option<DsqlErrorClass> {

@@ -10,7 +10,8 @@ use dsql_auth_core::{
 use tokio::sync::OnceCell;
 
 use crate::error::Error;
-use crate::tls::MakeDsqlTls;
+use rustls::ClientConfig;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// The `application_name` sent when the user sets none, so DSQL sessions opened through this
 /// crate can be told apart.
@@ -41,7 +42,8 @@ pub struct Config {
     endpoint: Endpoint,
     signing: SigningParams,
     pg: tokio_postgres::Config,
-    tls: MakeDsqlTls,
+    tls_config: Arc<ClientConfig>,
+    tls: MakeRustlsConnect,
     provider: Arc<OnceCell<TokenProvider>>,
     connect_retry: RetryPolicy,
 }
@@ -53,7 +55,8 @@ impl fmt::Debug for Config {
             .field("endpoint", &self.endpoint)
             .field("signing", &self.signing)
             .field("pg", &self.pg)
-            .field("tls", &self.tls)
+            .field("sslmode", &self.options.sslmode)
+            .field("alpn", &self.tls_config.alpn_protocols)
             .field("provider", &self.provider.get())
             .field("connect_retry", &self.connect_retry)
             .finish()
@@ -119,7 +122,7 @@ impl Config {
             pg.options(startup_options);
         }
 
-        let tls = MakeDsqlTls::new(
+        let tls_config = crate::tls::client_config(
             options.sslmode,
             options.sslnegotiation,
             options.sslrootcert.as_deref(),
@@ -130,7 +133,8 @@ impl Config {
             endpoint,
             signing,
             pg,
-            tls,
+            tls: MakeRustlsConnect::new(tls_config.clone()),
+            tls_config: Arc::new(tls_config),
             provider: Arc::new(OnceCell::new()),
             connect_retry: RetryPolicy::connect(),
         })
@@ -165,9 +169,15 @@ impl Config {
         &self.signing
     }
 
-    /// The TLS connector (built once, cheap to clone).
-    pub fn tls(&self) -> &MakeDsqlTls {
+    /// The TLS connector for tokio-postgres (built once, cheap to clone): tokio-postgres-rustls'
+    /// over [`Config::tls_config`].
+    pub fn tls(&self) -> &MakeRustlsConnect {
         &self.tls
+    }
+
+    /// The rustls configuration [`Config::tls`] uses (see [`tls`](crate::tls) for the policy).
+    pub fn tls_config(&self) -> &Arc<ClientConfig> {
+        &self.tls_config
     }
 
     /// The tokio-postgres settings, without a password. [`connect`](crate::connect) clones
@@ -275,7 +285,7 @@ mod tests {
             Duration::from_secs(60)
         );
         assert!(
-            config.tls().client_config().alpn_protocols.is_empty(),
+            config.tls_config().alpn_protocols.is_empty(),
             "ALPN only for direct TLS"
         );
 
@@ -287,7 +297,7 @@ mod tests {
             tokio_postgres::config::SslNegotiation::Direct
         );
         assert_eq!(
-            direct.tls().client_config().alpn_protocols,
+            direct.tls_config().alpn_protocols,
             vec![b"postgresql".to_vec()]
         );
         assert_eq!(

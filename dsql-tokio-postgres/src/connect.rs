@@ -1,14 +1,16 @@
 //! Opening connections: a token per connection, retries on DSQL's connect refusals.
 
 use dsql_auth_core::{DsqlErrorClass, Retry, SystemClock, TokenProvider, classify, diagnostics};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind};
-use crate::tls::{TlsStream, is_tls_error};
+use crate::tls::{advice, rustls_error};
 
 /// The connection half returned by [`connect`]: drive it (spawn it) for the client to work.
-pub type DsqlConnection = Connection<Socket, TlsStream<Socket>>;
+pub type DsqlConnection = Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
 
 /// Opens a connection: gets a token (from the provider's cache when it is still fresh enough),
 /// connects with TLS as configured, and retries DSQL's connect refusals (53400 rate exceeded,
@@ -184,8 +186,12 @@ async fn access_denied(config: &Config, err: tokio_postgres::Error) -> Error {
 
 fn transport_error(config: &Config, err: tokio_postgres::Error) -> Error {
     let endpoint = config.endpoint();
-    if let Some(tls) = is_tls_error(&err) {
-        let message = tls.to_string();
+    if let Some(tls) = rustls_error(&err) {
+        let message = format!(
+            "TLS handshake with {} failed: {tls}; {}",
+            endpoint.connect_host(),
+            advice(tls)
+        );
         return Error::new(ErrorKind::Tls, message).with_source(err);
     }
     let message = if err.is_closed() {

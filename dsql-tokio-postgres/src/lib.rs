@@ -11,12 +11,11 @@ pub use config::{Config, DEFAULT_APPLICATION_NAME};
 pub use connect::{DsqlConnection, connect, connect_spawned};
 pub use error::{Error, ErrorKind};
 pub use occ::transaction_with_retry;
-pub use tls::MakeDsqlTls;
 
 /// The core types a user of this crate needs, re-exported so one dependency suffices.
 pub use dsql_auth_core::{
     Action, AuthToken, ConnectOptions, DsqlErrorClass, Endpoint, RetryPolicy, SigningParams,
     SslMode, SslNegotiation, TokenProvider,
 };
-/// tokio-postgres, re-exported so the versions match.
-pub use tokio_postgres;
+/// tokio-postgres and its rustls connector, re-exported so the versions match.
+pub use {tokio_postgres, tokio_postgres_rustls};

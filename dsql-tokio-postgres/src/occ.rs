@@ -1,14 +1,17 @@
 //! Retrying whole transactions on DSQL's optimistic-concurrency conflicts (OC000, OC001).
 //!
-//! The decisions (budgets, backoff, what counts as a conflict, the text when the budget is spent)
-//! are dsql-auth-core's ([`RetryState`], [`classify`], [`diagnostics`]); this module only opens,
-//! commits and rolls back tokio-postgres transactions around them.
+//! The loop and its decisions (budgets, backoff, what counts as a conflict, the logs and the text
+//! when the budget is spent) are dsql-auth-core's ([`run_occ`], [`classify`]); this module only
+//! opens, commits and rolls back tokio-postgres transactions and finds the server's error.
 
 use std::any::Any;
 use std::error::Error as StdError;
+use std::marker::PhantomData;
 
-use dsql_auth_core::retry::{RetryState, Stop};
-use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock, classify, diagnostics};
+use dsql_auth_core::occ_retry::{OccAttempt, run_occ};
+use dsql_auth_core::{DsqlErrorClass, OccBody, RetryPolicy, SystemClock, classify};
+use rand::random;
+use tokio::time::sleep;
 use tokio_postgres::{Client, Transaction};
 
 use crate::error::{Error, ErrorKind};
@@ -47,42 +50,65 @@ use crate::error::{Error, ErrorKind};
 pub async fn transaction_with_retry<T, E, F>(
     client: &mut Client,
     policy: &RetryPolicy,
-    mut body: F,
+    body: F,
 ) -> Result<T, E>
 where
     F: for<'r, 't> OccBody<&'r Transaction<'t>, T, E, Fut: Send> + Send,
     T: Send,
     E: From<tokio_postgres::Error> + StdError + Send + 'static,
 {
-    let mut state = RetryState::start(policy, &SystemClock);
-    loop {
-        let attempt = state.next_attempt();
-        let error = match run_once(client, &mut body).await {
-            Ok(value) => {
-                if attempt > 1 {
-                    tracing::info!(
-                        occ_retries = attempt - 1,
-                        "transaction committed after OCC conflicts"
-                    );
-                }
-                return Ok(value);
+    let attempt = Attempt {
+        client,
+        body,
+        _out: PhantomData,
+    };
+    run_occ(policy, &SystemClock, attempt, sleep, random).await
+}
+
+/// One attempt: a tokio-postgres transaction around the body.
+struct Attempt<'c, F, T, E> {
+    client: &'c mut Client,
+    body: F,
+    _out: PhantomData<fn() -> (T, E)>,
+}
+
+impl<F, T, E> OccAttempt for Attempt<'_, F, T, E>
+where
+    F: for<'r, 't> OccBody<&'r Transaction<'t>, T, E, Fut: Send> + Send,
+    T: Send,
+    E: From<tokio_postgres::Error> + StdError + Send + 'static,
+{
+    type Output = T;
+    type Error = E;
+
+    fn run(&mut self) -> impl Future<Output = Result<T, E>> + Send {
+        run_once(self.client, &mut self.body)
+    }
+
+    /// DSQL's class of the server error inside `err`, found along its source chain.
+    fn class(&self, err: &E) -> Option<DsqlErrorClass> {
+        let mut next: Option<&(dyn StdError + 'static)> = Some(err);
+        while let Some(err) = next {
+            if let Some(db) = err
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(|pg| pg.as_db_error())
+                .or_else(|| err.downcast_ref::<tokio_postgres::error::DbError>())
+            {
+                return Some(classify(db.code().code(), db.message()));
             }
-            Err(error) => error,
-        };
-        let class = occ_class(&error).filter(|c| c.is_occ_conflict());
-        match state.failed(class.is_some(), rand::random::<f64>()) {
-            Ok(delay) => {
-                tracing::debug!(
-                    occ_retry = attempt,
-                    reason = %class.unwrap_or(DsqlErrorClass::Other),
-                    delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                    "OCC conflict; retrying the transaction"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(stop) if !stop.exhausted => return Err(error),
-            Err(stop) => return Err(exhausted(error, class, stop)),
+            next = err.source();
         }
+        None
+    }
+
+    /// When `E` is this crate's [`Error`], the core's text becomes its message.
+    fn exhausted(&self, mut error: E, text: String) -> E {
+        let any: &mut dyn Any = &mut error;
+        if let Some(ours) = any.downcast_mut::<Error>() {
+            let last = std::mem::replace(ours, Error::new(ErrorKind::OccConflict, ""));
+            *ours = Error::new(ErrorKind::OccConflict, text).with_source(last);
+        }
+        error
     }
 }
 
@@ -96,34 +122,4 @@ where
     let value = body(&tx).await?;
     tx.commit().await?;
     Ok(value)
-}
-
-/// The last conflict, once the budget is spent: logged with the core's text, which also becomes
-/// the message when `E` is this crate's [`Error`].
-fn exhausted<E: 'static>(mut error: E, class: Option<DsqlErrorClass>, stop: Stop) -> E {
-    let reason = class.unwrap_or(DsqlErrorClass::Other);
-    let text = diagnostics::occ_exhausted(&reason, stop.attempts, stop.elapsed);
-    tracing::warn!("{text}");
-    let any: &mut dyn Any = &mut error;
-    if let Some(ours) = any.downcast_mut::<Error>() {
-        let last = std::mem::replace(ours, Error::new(ErrorKind::OccConflict, ""));
-        *ours = Error::new(ErrorKind::OccConflict, text).with_source(last);
-    }
-    error
-}
-
-/// DSQL's class of the server error inside `err`, found along its source chain.
-fn occ_class(err: &(dyn StdError + 'static)) -> Option<DsqlErrorClass> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(db) = err
-            .downcast_ref::<tokio_postgres::Error>()
-            .and_then(|pg| pg.as_db_error())
-            .or_else(|| err.downcast_ref::<tokio_postgres::error::DbError>())
-        {
-            return Some(classify(db.code().code(), db.message()));
-        }
-        next = err.source();
-    }
-    None
 }

@@ -1,4 +1,5 @@
-//! TLS for DSQL connections: rustls with the aws-lc-rs provider, verify-full by default.
+//! TLS policy for DSQL connections: which rustls [`ClientConfig`] each `sslmode` gets.
+//! verify-full is the default.
 //!
 //! | `sslmode`     | chain checked against                      | host name checked |
 //! |---------------|--------------------------------------------|-------------------|
@@ -7,134 +8,114 @@
 //! | `require`     | nothing: **insecure**, anyone on the path can read the token | no |
 //!
 //! `sslrootcert` follows libpq: when given, only the CAs in that PEM file are trusted
-//! (`sslrootcert=system` means the Mozilla and system roots). SNI always carries the host the
-//! connection was opened for, which DSQL requires. With `sslnegotiation=direct` the client
-//! offers ALPN `postgresql`, as PostgreSQL 17 servers require for direct TLS.
+//! (`sslrootcert=system` means the Mozilla and system roots). With `sslnegotiation=direct` the
+//! client offers ALPN `postgresql`, as PostgreSQL 17 servers require for direct TLS.
+//!
+//! # Crypto provider
+//!
+//! The crate feature `aws-lc-rs` (default) or `ring` chooses rustls' crypto provider, as sqlx
+//! offers; with both, aws-lc-rs is used. With neither, the process-wide default provider is used
+//! (`rustls::crypto::CryptoProvider::install_default`), and building a [`Config`](crate::Config)
+//! fails with a configuration error saying so when none is installed.
+//!
+//! # Plumbing
+//!
+//! The stream is [`tokio_postgres_rustls::MakeRustlsConnect`], fed the [`ClientConfig`] built
+//! here; it carries everything DSQL needs: SNI with the host dialled (DSQL requires it), the
+//! config's ALPN list as given (`postgresql` for direct TLS), and direct TLS itself, which
+//! tokio-postgres negotiates (`sslnegotiation=direct`) around any TLS connector. It also offers
+//! `tls-server-end-point` channel binding, which DSQL never uses: the IAM token is a cleartext
+//! password inside TLS, not SCRAM.
 
-use std::fmt;
-use std::future::Future;
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
 use dsql_auth_core::{SslMode, SslNegotiation};
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
 
 use crate::error::{Error, ErrorKind};
 
 /// The ALPN protocol id PostgreSQL uses for direct TLS.
 pub const ALPN_POSTGRESQL: &[u8] = b"postgresql";
 
-/// A [`MakeTlsConnect`] for tokio-postgres backed by rustls, configured for DSQL.
-///
-/// Build it once and clone it: the trust roots are loaded when it is built, not per connection.
-/// Usable with plain tokio-postgres too: `tokio_postgres_config.connect(tls.clone())`.
-#[derive(Clone)]
-pub struct MakeDsqlTls {
-    config: Arc<ClientConfig>,
+/// The rustls configuration for `mode` and `negotiation`, trusting only the CAs in `rootcert`
+/// when given (libpq semantics), else the Mozilla roots plus the system's roots. Use it with
+/// [`tokio_postgres_rustls::MakeRustlsConnect`] for plain tokio-postgres; [`Config`](crate::Config)
+/// builds it once per configuration.
+pub fn client_config(
     mode: SslMode,
-}
-
-impl fmt::Debug for MakeDsqlTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MakeDsqlTls")
-            .field("mode", &self.mode)
-            .field(
-                "alpn",
-                &self
-                    .config
-                    .alpn_protocols
-                    .iter()
-                    .map(|p| String::from_utf8_lossy(p))
-                    .collect::<Vec<_>>(),
+    negotiation: SslNegotiation,
+    rootcert: Option<&Path>,
+) -> Result<ClientConfig, Error> {
+    let provider = crypto_provider()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("the TLS provider cannot be set up: {e}"),
             )
-            .finish_non_exhaustive()
-    }
-}
-
-impl MakeDsqlTls {
-    /// Builds the TLS configuration for `mode` and `negotiation`, trusting only the CAs in
-    /// `rootcert` when given (libpq semantics), else the Mozilla roots plus the system's roots.
-    pub fn new(
-        mode: SslMode,
-        negotiation: SslNegotiation,
-        rootcert: Option<&Path>,
-    ) -> Result<Self, Error> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+        })?;
+    let roots = match (mode, rootcert) {
+        // Only the handshake signatures are checked; the roots are never consulted.
+        (SslMode::Require, _) => Arc::new(RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }),
+        (_, Some(path)) if path != Path::new("system") => Arc::new(roots_from_pem_file(path)?),
+        _ => default_roots(),
+    };
+    let mut config = if mode == SslMode::VerifyFull {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
+            .build()
             .map_err(|e| {
                 Error::new(
-                    ErrorKind::Tls,
-                    format!("the TLS provider cannot be set up: {e}"),
+                    ErrorKind::Config,
+                    format!("the TLS trust roots cannot be used: {e}"),
                 )
             })?;
-
-        let mut config = match mode {
-            SslMode::Require => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification {
-                    algorithms: provider.signature_verification_algorithms,
-                }))
-                .with_no_client_auth(),
-            SslMode::VerifyCa | SslMode::VerifyFull => {
-                let roots = match rootcert {
-                    Some(path) if path == Path::new("system") => default_roots(),
-                    Some(path) => Arc::new(roots_from_pem_file(path)?),
-                    None => default_roots(),
-                };
-                if mode == SslMode::VerifyFull {
-                    builder.with_root_certificates(roots).with_no_client_auth()
-                } else {
-                    let inner =
-                        WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                            .build()
-                            .map_err(|e| {
-                                Error::new(
-                                    ErrorKind::Config,
-                                    format!("the TLS trust roots cannot be used: {e}"),
-                                )
-                            })?;
-                    builder
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(ChainOnly { inner }))
-                        .with_no_client_auth()
-                }
-            }
+        let relaxed = Relaxed {
+            inner,
+            check_chain: mode == SslMode::VerifyCa,
         };
-        if negotiation == SslNegotiation::Direct {
-            config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
-        }
-        Ok(Self {
-            config: Arc::new(config),
-            mode,
-        })
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(relaxed))
+            .with_no_client_auth()
+    };
+    if negotiation == SslNegotiation::Direct {
+        config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     }
+    Ok(config)
+}
 
-    /// Wraps a rustls configuration of your own (other roots, client certificates, a different
-    /// provider). Set `alpn_protocols` to [`ALPN_POSTGRESQL`] yourself for direct TLS.
-    pub fn from_client_config(config: Arc<ClientConfig>) -> Self {
-        Self {
-            config,
-            mode: SslMode::VerifyFull,
-        }
-    }
+#[cfg(feature = "aws-lc-rs")]
+fn crypto_provider() -> Result<Arc<CryptoProvider>, Error> {
+    Ok(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
 
-    /// The rustls configuration in use.
-    pub fn client_config(&self) -> &Arc<ClientConfig> {
-        &self.config
-    }
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+fn crypto_provider() -> Result<Arc<CryptoProvider>, Error> {
+    Ok(Arc::new(rustls::crypto::ring::default_provider()))
+}
+
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+fn crypto_provider() -> Result<Arc<CryptoProvider>, Error> {
+    CryptoProvider::get_default().cloned().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            "no rustls crypto provider: enable the `aws-lc-rs` (default) or `ring` feature of \
+             dsql-tokio-postgres, or install one with rustls::crypto::CryptoProvider::install_default",
+        )
+    })
 }
 
 /// Mozilla's roots (webpki-roots) plus the operating system's, loaded once per process: loading
@@ -199,16 +180,20 @@ fn roots_from_pem_file(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// verify-ca: the full chain check of rustls' WebPKI verifier, minus the host name.
+/// verify-ca and require: rustls' WebPKI verifier for the handshake signatures, and for the
+/// certificate either its chain check minus the host name (verify-ca) or nothing (require:
+/// insecure, a machine in the middle can read the IAM token; the session keys still belong to
+/// whoever holds the presented certificate's key).
 ///
 /// rustls checks the chain before the name (`verify_server_cert` in rustls 0.23), so a
 /// name-mismatch error means the chain already passed.
 #[derive(Debug)]
-struct ChainOnly {
+struct Relaxed {
     inner: Arc<WebPkiServerVerifier>,
+    check_chain: bool,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Relaxed {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -217,6 +202,9 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if !self.check_chain {
+            return Ok(ServerCertVerified::assertion());
+        }
         match self.inner.verify_server_cert(
             end_entity,
             intermediates,
@@ -254,234 +242,46 @@ impl ServerCertVerifier for ChainOnly {
     }
 }
 
-/// `sslmode=require`: encryption without authentication of the server. Insecure: a machine in
-/// the middle can read the IAM token. The handshake signatures are still checked, so the
-/// session keys belong to whoever holds the presented certificate's key.
-#[derive(Debug)]
-struct NoVerification {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// A TLS failure, with advice on what to change. (A type of its own so [`connect`](crate::connect)
-/// can tell a TLS failure from a network one inside tokio-postgres' error.)
-#[derive(Debug)]
-pub struct TlsError {
-    message: String,
-    source: io::Error,
-}
-
-impl fmt::Display for TlsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for TlsError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-impl TlsError {
-    fn new(host: &str, source: io::Error) -> Self {
-        let rustls_err = source
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
-        let advice = match rustls_err {
-            Some(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-                "the server's certificate is not signed by a trusted CA: set sslrootcert to the \
-                 CA's PEM file (DSQL: Amazon Root CA 1; dsql-local prints its CA path)"
-            }
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => {
-                "the server's certificate does not name this host: connect with the cluster's \
-                 DSQL host name (use hostaddr to choose the address), or use sslmode=verify-ca"
-            }
-            Some(rustls::Error::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::NotValidYet
-                | CertificateError::NotValidYetContext { .. },
-            )) => {
-                "the server's certificate is outside its validity period: check this machine's clock"
-            }
-            Some(rustls::Error::NoApplicationProtocol) => {
-                "the server does not accept ALPN `postgresql`: use sslnegotiation=postgres"
-            }
-            Some(_) => "check sslmode, sslrootcert and sslnegotiation",
-            None => "the connection failed during the TLS handshake",
-        };
-        Self {
-            message: format!("TLS handshake with {host} failed: {source}; {advice}"),
-            source,
-        }
-    }
-}
-
-impl<S> MakeTlsConnect<S> for MakeDsqlTls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = TlsStream<S>;
-    type TlsConnect = DsqlTlsConnect;
-    type Error = TlsError;
-
-    fn make_tls_connect(&mut self, hostname: &str) -> Result<Self::TlsConnect, Self::Error> {
-        let server_name = ServerName::try_from(hostname.to_owned()).map_err(|e| TlsError {
-            message: format!("{hostname:?} cannot be used as a TLS server name: give a DNS name or IP address as host"),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
-        Ok(DsqlTlsConnect {
-            config: self.config.clone(),
-            server_name,
-        })
-    }
-}
-
-/// One pending TLS handshake (an implementation detail of [`MakeDsqlTls`]).
-#[derive(Debug)]
-pub struct DsqlTlsConnect {
-    config: Arc<ClientConfig>,
-    server_name: ServerName<'static>,
-}
-
-impl<S> TlsConnect<S> for DsqlTlsConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = TlsStream<S>;
-    type Error = TlsError;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsStream<S>, TlsError>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            let host = self.server_name.to_str().into_owned();
-            let connector = tokio_rustls::TlsConnector::from(self.config);
-            match connector.connect(self.server_name, stream).await {
-                Ok(tls) => Ok(TlsStream(tls)),
-                Err(e) => Err(TlsError::new(&host, e)),
-            }
-        })
-    }
-}
-
-/// An established TLS stream to the server.
-pub struct TlsStream<S>(tokio_rustls::client::TlsStream<S>);
-
-impl<S> fmt::Debug for TlsStream<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (_, session) = self.0.get_ref();
-        f.debug_struct("TlsStream")
-            .field("protocol_version", &session.protocol_version())
-            .field(
-                "alpn",
-                &session.alpn_protocol().map(String::from_utf8_lossy),
-            )
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S> TlsStream<S> {
-    /// The ALPN protocol the server agreed to (`postgresql` with direct TLS), if any.
-    pub fn alpn_protocol(&self) -> Option<&[u8]> {
-        self.0.get_ref().1.alpn_protocol()
-    }
-}
-
-impl<S> tokio_postgres::tls::TlsStream for TlsStream<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    /// DSQL authenticates with an IAM token sent as a cleartext password inside TLS; SCRAM
-    /// channel binding does not apply, so none is offered.
-    fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-}
-
-pub(crate) fn is_tls_error(err: &tokio_postgres::Error) -> Option<&TlsError> {
+/// The rustls error behind a failed connect, if the TLS handshake failed: tokio-postgres wraps
+/// the connector's `io::Error`, which wraps rustls' error.
+pub(crate) fn rustls_error(err: &tokio_postgres::Error) -> Option<&rustls::Error> {
     let mut next = std::error::Error::source(err);
     while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<TlsError>() {
+        // `io::Error::source` skips the error it wraps, so look inside with `get_ref`.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if let Some(tls) = inner.unwrap_or(e).downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
         next = e.source();
     }
     None
+}
+
+/// What to change when the TLS handshake fails with `err`.
+pub(crate) fn advice(err: &rustls::Error) -> &'static str {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "the server's certificate is not signed by a trusted CA: set sslrootcert to the CA's \
+             PEM file (DSQL: Amazon Root CA 1; dsql-local prints its CA path)"
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => {
+            "the server's certificate does not name this host: connect with the cluster's DSQL host \
+             name (use hostaddr to choose the address), or use sslmode=verify-ca"
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. },
+        ) => "the server's certificate is outside its validity period: check this machine's clock",
+        rustls::Error::NoApplicationProtocol => {
+            "the server does not accept ALPN `postgresql`: use sslnegotiation=postgres"
+        }
+        _ => "check sslmode, sslrootcert and sslnegotiation",
+    }
 }

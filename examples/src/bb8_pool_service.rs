@@ -129,19 +129,18 @@ async fn run() -> Result<(), BoxError> {
 async fn serve(pool: &Pool, worker: i32, count: u64, queries: &AtomicU64) -> Result<u64, BoxError> {
     for _ in 0..count {
         let mut conn = pool.get().await?;
-        let hits: i64 =
-            transaction_with_retry(conn.client_mut(), &RetryPolicy::occ(), async |tx| {
-                let row = tx
-                    .query_one(
-                        "INSERT INTO pool_service_hits (worker, hits) VALUES ($1, 1)
+        let hits: i64 = transaction_with_retry(&mut conn, &RetryPolicy::occ(), async |tx| {
+            let row = tx
+                .query_one(
+                    "INSERT INTO pool_service_hits (worker, hits) VALUES ($1, 1)
                      ON CONFLICT (worker) DO UPDATE SET hits = pool_service_hits.hits + 1
                      RETURNING hits",
-                        &[&worker],
-                    )
-                    .await?;
-                Ok::<_, dsql_tokio_postgres::Error>(row.get(0))
-            })
-            .await?;
+                    &[&worker],
+                )
+                .await?;
+            Ok::<_, dsql_tokio_postgres::Error>(row.get(0))
+        })
+        .await?;
         queries.fetch_add(1, Ordering::Relaxed);
         if hits % 10 == 0 {
             println!("worker {worker}: {hits} hits recorded so far");

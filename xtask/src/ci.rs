@@ -45,6 +45,18 @@ pub(crate) fn run(args: &[String]) -> Result {
             "--locked",
         ]),
     )?;
+    // And tested so: the paths without aws-config (caller-supplied credentials) must work, not
+    // only compile; tests that need the default chain are gated on the feature.
+    step(
+        "core alone, no default features, tests",
+        cargo().args([
+            "test",
+            "-p",
+            "dsql-auth-core",
+            "--no-default-features",
+            "--locked",
+        ]),
+    )?;
     wasm_check()?;
     // The fast parts of `cargo xtask release-check`, so that publishing cannot rot between releases.
     let ws = Workspace::load()?;
@@ -83,6 +95,8 @@ pub(crate) fn run(args: &[String]) -> Result {
         "dsql-diesel with every pool (bb8 and deadpool)",
         cargo().args(["test", "-p", "dsql-diesel", "--all-features", "--locked"]),
     )?;
+    // The Cloudflare Worker: wasm32 lints, then built and run in workerd (xtask/src/worker.rs).
+    crate::worker::run(&[])?;
     println!("\nci: all steps passed");
     Ok(())
 }

@@ -25,6 +25,11 @@ struct Ctx {
 
 /// In the order that fails fastest: cheap checks first, the long builds last.
 const STEPS: &[(&str, &str, StepFn)] = &[
+    (
+        "self-test",
+        "the checks themselves: each fails on a planted defect",
+        self_test_step,
+    ),
     ("version", "version and changelog", version_step),
     (
         "deps",
@@ -60,7 +65,7 @@ const STEPS: &[(&str, &str, StepFn)] = &[
     ("msrv", "MSRV (the rust-version toolchain)", msrv_step),
 ];
 
-const USAGE: &str = "usage: cargo xtask release-check [--baseline <git rev>] [--only <step>[,<step>...]]\n  steps: version, deps, advisories, docs, public-types, package, features, semver, msrv";
+const USAGE: &str = "usage: cargo xtask release-check [--baseline <git rev>] [--only <step>[,<step>...]]\n  steps: self-test, version, deps, advisories, docs, public-types, package, features, semver, msrv";
 
 pub(crate) fn run(args: &[String]) -> Result {
     let mut baseline = None;
@@ -128,6 +133,30 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     println!("\nrelease-check: every step passed or said why it was skipped");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// self-test
+
+/// xtask/tests/planted_defects.rs with the tests that need cargo-deny and cargo-semver-checks: a
+/// check that cannot fail is worse than none. (`cargo xtask ci` runs the others.)
+fn self_test_step(_ctx: &Ctx) -> Result<Outcome> {
+    CARGO_DENY.ensure()?;
+    CARGO_SEMVER_CHECKS.ensure()?;
+    step(
+        "planted defects: each step fails on its own",
+        cargo().args([
+            "test",
+            "-p",
+            "xtask",
+            "--features",
+            "release-tools",
+            "--test",
+            "planted_defects",
+            "--locked",
+        ]),
+    )?;
+    Ok(Outcome::Passed)
 }
 
 // ---------------------------------------------------------------------------------------------

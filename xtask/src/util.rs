@@ -6,8 +6,15 @@ use std::time::Instant;
 
 pub(crate) type Result<T = ()> = std::result::Result<T, String>;
 
-/// The workspace root (xtask lives one level below it).
+/// Points the release checks at another workspace: xtask's own tests plant defects in a small
+/// throwaway workspace and check that each step fails on them.
+pub(crate) const ROOT_OVERRIDE: &str = "XTASK_WORKSPACE_ROOT";
+
+/// The workspace root: xtask lives one level below it (or `XTASK_WORKSPACE_ROOT`, if set).
 pub(crate) fn root() -> PathBuf {
+    if let Some(dir) = std::env::var_os(ROOT_OVERRIDE) {
+        return PathBuf::from(dir);
+    }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
