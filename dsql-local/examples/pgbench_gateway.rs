@@ -195,18 +195,25 @@ async fn enable_upstream_tls(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    client
-        .batch_execute(&format!(
-            "ALTER SYSTEM SET ssl_cert_file = '{}'; ALTER SYSTEM SET ssl_key_file = '{}'; ALTER SYSTEM SET ssl = on",
-            crt.display(),
-            key.display()
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+    let db = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(d) => format!("upstream PostgreSQL: {}", d.message()),
+        None => e.to_string(),
+    };
+    // ALTER SYSTEM refuses to run in a transaction block: one statement per query.
+    for setting in [
+        format!("ssl_cert_file = '{}'", crt.display()),
+        format!("ssl_key_file = '{}'", key.display()),
+        "ssl = on".to_owned(),
+    ] {
+        client
+            .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
+            .await
+            .map_err(db)?;
+    }
     client
         .batch_execute("SELECT pg_reload_conf()")
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(db)?;
     // The reload is asynchronous: wait (bounded) until a new session sees ssl on.
     let tls_conninfo = format!("{direct} sslmode=require");
     for _ in 0..100 {
