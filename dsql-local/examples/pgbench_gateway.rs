@@ -195,32 +195,25 @@ async fn enable_upstream_tls(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let db = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(d) => format!("upstream PostgreSQL: {}", d.message()),
-        None => e.to_string(),
-    };
-    // ALTER SYSTEM refuses to run in a transaction block: one statement per query.
-    for setting in [
-        format!("ssl_cert_file = '{}'", crt.display()),
-        format!("ssl_key_file = '{}'", key.display()),
-        "ssl = on".to_owned(),
+    // One statement per query: ALTER SYSTEM cannot run in a multi-statement query string.
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
     ] {
         client
-            .batch_execute(&format!("ALTER SYSTEM SET {setting}"))
+            .batch_execute(&sql)
             .await
-            .map_err(db)?;
+            .map_err(|e| pg_error(&sql, &e))?;
     }
-    client
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .map_err(db)?;
     // The reload is asynchronous: wait (bounded) until a new session sees ssl on.
     let tls_conninfo = format!("{direct} sslmode=require");
     for _ in 0..100 {
         let on: String = client
             .query_one("SHOW ssl", &[])
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| pg_error("SHOW ssl", &e))?
             .get(0);
         if on == "on" {
             return Ok((tls_conninfo, tmp));
@@ -228,6 +221,14 @@ async fn enable_upstream_tls(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err("PostgreSQL did not turn ssl on within 5 s of pg_reload_conf()".into())
+}
+
+/// A tokio-postgres error with the server's own words (its Display says only "db error").
+fn pg_error(sql: &str, e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{sql}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => format!("{sql}: {e}"),
+    }
 }
 
 #[tokio::main]

@@ -32,8 +32,6 @@ const RATE_EXCEEDED: &str = "Unable to accept connection, rate exceeded.";
 const TOO_MANY: &str = "Unable to accept connection, too many open connections.";
 /// The most of any untrusted string (user name, error text) that reaches the log.
 pub(crate) const LOG_FIELD_LIMIT: usize = 256;
-/// Largest backend message buffered whole (big rows pass through in pieces are still framed).
-const MAX_BACKEND_MESSAGE: usize = 1 << 30;
 
 /// Everything the connection tasks share.
 #[derive(Debug)]
@@ -754,10 +752,88 @@ async fn relay(
 /// Largest client message the rules look inside; a bigger one (a huge query text or Bind)
 /// is forwarded as bytes, unchecked, so a session's memory stays bounded.
 const MAX_INSPECTED_MESSAGE: usize = 16 << 20;
+/// Largest backend message the relay holds whole to look inside (errors, CommandComplete,
+/// ReadyForQuery, BackendKeyData are far smaller); anything bigger streams through unchanged.
+const MAX_INSPECTED_BACKEND: usize = 16 << 20;
+/// Each direction's read buffer: a burst of pipelined messages fits in one read, and one
+/// write (one TLS record, one system call) carries it on.
+const READ_BUFFER: usize = 64 * 1024;
+/// A buffer that grew past this for one big message is given back once it is empty.
+const KEEP_BUFFER: usize = 4 * READ_BUFFER;
+/// At its maximum age a connection ends on a message boundary: this long at most to finish
+/// a message that is half relayed.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The length field of the message starting `b` (at least 5 bytes): total bytes including
+/// the tag, or an error for a length PostgreSQL never sends.
+fn message_total(b: &[u8]) -> io::Result<usize> {
+    let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    if len < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "invalid message length",
+        ));
+    }
+    Ok(len + 1)
+}
+
+/// Makes room in `buf` for the next read, without allocating in the steady state: the space
+/// of forwarded bytes is reused, a buffer grown for one big message is given back, and a
+/// message that must be read whole (`whole`, its total length) gets room to arrive.
+fn make_room(buf: &mut BytesMut, whole: Option<usize>) {
+    if buf.is_empty() && buf.capacity() > KEEP_BUFFER {
+        *buf = BytesMut::with_capacity(READ_BUFFER);
+    }
+    if let Some(total) = whole
+        && total > buf.len()
+    {
+        buf.reserve(total - buf.len());
+    }
+    if buf.capacity() - buf.len() < READ_BUFFER / 4 {
+        buf.reserve(READ_BUFFER);
+    }
+}
+
+/// One burst of relayed bytes: the unchanged stretches of the read buffer, with the messages
+/// the rules replaced or dropped spliced out. Nothing is copied until something changes.
+struct Splice<'a> {
+    out: &'a mut Vec<u8>,
+    /// `buf[copied..]` is not in `out` yet.
+    copied: usize,
+    changed: bool,
+}
+
+impl<'a> Splice<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.clear();
+        Splice {
+            out,
+            copied: 0,
+            changed: false,
+        }
+    }
+
+    /// `buf[at..at + len]` is replaced by `with` (empty: dropped).
+    fn replace(&mut self, buf: &[u8], at: usize, len: usize, with: &[u8]) {
+        self.out.extend_from_slice(&buf[self.copied..at]);
+        self.out.extend_from_slice(with);
+        self.copied = at + len;
+        self.changed = true;
+    }
+
+    /// The bytes to send for `buf[..end]`.
+    fn finish<'b>(&'b mut self, buf: &'b [u8], end: usize) -> &'b [u8] {
+        if !self.changed {
+            return &buf[..end];
+        }
+        self.out.extend_from_slice(&buf[self.copied..end]);
+        self.out
+    }
+}
 
 /// Relays client messages upstream with DSQL's rules: Query, Parse, Bind, Execute, Close,
 /// Sync and FunctionCall are read whole and checked; everything else streams through as it
-/// arrives, never buffered whole.
+/// arrives, never buffered whole. One upstream write per client read.
 async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     client: &mut R,
     up: &mut W,
@@ -765,66 +841,69 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     session: &SessionShared,
     shared: &Shared,
 ) -> io::Result<()> {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut out = Vec::with_capacity(READ_BUFFER);
     // Bytes of the current uninspected message still to forward.
     let mut passthrough = 0usize;
     loop {
+        let mut splice = Splice::new(&mut out);
+        let mut pos = 0;
+        let mut whole = None;
         loop {
             if passthrough > 0 {
-                let n = passthrough.min(buf.len());
+                let n = passthrough.min(buf.len() - pos);
                 if n == 0 {
                     break;
                 }
-                out.extend_from_slice(&buf.split_to(n));
+                pos += n;
                 passthrough -= n;
                 continue;
             }
-            if buf.len() < 5 {
+            let rest = &buf[pos..];
+            if rest.len() < 5 {
                 break;
             }
-            let tag = buf[0];
-            let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            if len < 4 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "invalid frontend message length",
-                ));
-            }
-            let total = len + 1;
+            let tag = rest[0];
+            let total = message_total(rest)?;
             let inspect = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F')
                 && total <= MAX_INSPECTED_MESSAGE;
             if !inspect {
-                rules.on_uninspected(tag, len - 4);
+                rules.on_uninspected(tag, total - 5);
                 passthrough = total;
                 continue;
             }
-            if buf.len() < total {
-                buf.reserve(total - buf.len());
+            if rest.len() < total {
+                whole = Some(total);
                 break;
             }
-            let frame = buf.split_to(total);
-            match rules.on_message(session, &frame) {
-                Forward::Same => out.extend_from_slice(&frame),
-                Forward::Replace(bytes) => out.extend_from_slice(&bytes),
+            if let Forward::Replace(bytes) = rules.on_message(session, &rest[..total]) {
+                splice.replace(&buf, pos, total, &bytes);
             }
+            pos += total;
+        }
+        if pos > 0 {
+            up.write_all(splice.finish(&buf, pos)).await?;
+            buf.advance(pos);
             let refused = session.refused.swap(0, Ordering::Relaxed);
             if refused > 0 {
                 shared.counters.refuse_statements(refused);
             }
         }
-        if !out.is_empty() {
-            up.write_all(&out).await?;
-            out.clear();
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::with_capacity(READ_BUFFER);
         }
+        make_room(&mut buf, whole);
         if client.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
     }
 }
 
-/// Relays upstream messages to the client whole, so the gateway can rewrite errors and end the
-/// connection at its maximum age on a message boundary.
+/// Relays upstream messages to the client. Only the messages the gateway may change or must
+/// note are held whole (ErrorResponse for DSQL's OCC words, BackendKeyData for cancel
+/// requests, and with the rules on CommandComplete and ReadyForQuery); everything else, rows
+/// above all, streams through as it arrives. One client write and flush per upstream read.
+/// At the maximum age the connection ends on a message boundary with DSQL's FATAL error.
 async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     up: &mut R,
     client: &mut W,
@@ -834,74 +913,123 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     keys: &mut Vec<(i32, Vec<u8>)>,
     mut rules: Option<(BackendRules, &SessionShared)>,
 ) -> io::Result<()> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(READ_BUFFER);
     // One timer for the connection's life, not one per read.
     let age_limit = tokio::time::sleep_until(deadline);
     tokio::pin!(age_limit);
     let with_rules = rules.is_some();
+    // The message being streamed: bytes still to come, and whether they are dropped.
+    let mut passthrough = 0usize;
+    let mut dropping = false;
+    // The maximum age was reached in the middle of a message: finish it, then close.
+    let mut closing = false;
     loop {
-        // Forward every complete message; copy only when one must be changed or noted.
-        let mut end = 0;
-        let mut special = false;
-        while let Some(len) = wire::frame_len(&buf[end..])? {
-            if len > MAX_BACKEND_MESSAGE {
-                return Err(io::Error::other("upstream message too large"));
+        let mut splice = Splice::new(&mut out);
+        let mut pos = 0;
+        let mut whole = None;
+        loop {
+            if passthrough > 0 {
+                let n = passthrough.min(buf.len() - pos);
+                if n == 0 {
+                    break;
+                }
+                if dropping {
+                    splice.replace(&buf, pos, n, &[]);
+                }
+                pos += n;
+                passthrough -= n;
+                continue;
             }
-            let tag = buf[end];
-            special |= matches!(tag, b'E' | b'K') || (with_rules && BackendRules::interesting(tag));
-            end += len;
-        }
-        if end > 0 {
-            let batch = buf.split_to(end);
-            if special {
-                out.clear();
-                let mut rest = &batch[..];
-                while let Some(len) = wire::frame_len(rest)? {
-                    let (frame, tail) = rest.split_at(len);
-                    rest = tail;
-                    let changed = match rules.as_mut() {
-                        Some((r, session)) => r.on_message(session, frame),
-                        None => Backward::Same,
-                    };
-                    let frame: &[u8] = match &changed {
-                        Backward::Drop => continue,
-                        Backward::Replace(bytes) => {
-                            out.extend_from_slice(bytes);
-                            continue;
-                        }
-                        Backward::Same => frame,
-                    };
-                    match frame[0] {
-                        b'E' => match wire::rewrite_serialization_failure(&frame[5..]) {
-                            Some(rewritten) => out.extend_from_slice(&rewritten),
-                            None => out.extend_from_slice(frame),
-                        },
-                        b'K' if frame.len() >= 13 => {
-                            let pid = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
-                            let key = (pid, frame[9..].to_vec());
-                            if let Ok(mut known) = shared.cancel_keys.lock() {
-                                known.insert(key.clone());
-                            }
-                            keys.push(key);
-                            out.extend_from_slice(frame);
-                        }
-                        _ => out.extend_from_slice(frame),
+            let rest = &buf[pos..];
+            if closing || rest.len() < 5 {
+                break;
+            }
+            let tag = rest[0];
+            let total = message_total(rest)?;
+            let inspect = (matches!(tag, b'E' | b'K')
+                || (with_rules && BackendRules::interesting(tag)))
+                && total <= MAX_INSPECTED_BACKEND;
+            if !inspect {
+                // The rules look inside only the messages `interesting` names: for the others
+                // the tag decides (forward, or drop while a helper statement's answer is
+                // swallowed), so the header is all they are shown.
+                let decided = match rules.as_mut() {
+                    Some((r, session)) => r.on_message(session, &rest[..5]),
+                    None => Backward::Same,
+                };
+                match decided {
+                    Backward::Same => dropping = false,
+                    Backward::Drop => dropping = true,
+                    Backward::Replace(bytes) => {
+                        splice.replace(&buf, pos, 0, &bytes);
+                        dropping = true;
                     }
                 }
-                client.write_all(&out).await?;
-            } else {
-                client.write_all(&batch).await?;
+                passthrough = total;
+                continue;
             }
-            client.flush().await?;
+            if rest.len() < total {
+                whole = Some(total);
+                break;
+            }
+            let frame = &rest[..total];
+            let decided = match rules.as_mut() {
+                Some((r, session)) => r.on_message(session, frame),
+                None => Backward::Same,
+            };
+            match decided {
+                Backward::Drop => splice.replace(&buf, pos, total, &[]),
+                Backward::Replace(bytes) => splice.replace(&buf, pos, total, &bytes),
+                Backward::Same => match tag {
+                    b'E' => {
+                        if let Some(rewritten) = wire::rewrite_serialization_failure(&frame[5..]) {
+                            splice.replace(&buf, pos, total, &rewritten);
+                        }
+                    }
+                    b'K' if total >= 13 => {
+                        let pid = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+                        let key = (pid, frame[9..].to_vec());
+                        if let Ok(mut known) = shared.cancel_keys.lock() {
+                            known.insert(key.clone());
+                        }
+                        keys.push(key);
+                    }
+                    _ => {}
+                },
+            }
+            pos += total;
         }
-        let read = tokio::select! {
-            r = up.read_buf(&mut buf) => r?,
-            _ = &mut age_limit => {
-                let secs = shared.max_connection_age.as_secs();
-                let text = format!("terminating connection: it reached the maximum connection duration of {secs} s; open a new connection");
-                client.write_all(&wire::error_response("FATAL", "57P01", &text, None)).await?;
+        if pos > 0 {
+            let bytes = splice.finish(&buf, pos);
+            if !bytes.is_empty() {
+                client.write_all(bytes).await?;
                 client.flush().await?;
-                return client.shutdown().await;
+            }
+            buf.advance(pos);
+        }
+        if out.capacity() > KEEP_BUFFER {
+            out = Vec::with_capacity(READ_BUFFER);
+        }
+        if closing && passthrough == 0 {
+            return close_at_max_age(client, shared).await;
+        }
+        make_room(&mut buf, whole);
+        let read = if closing {
+            match tokio::time::timeout(CLOSE_GRACE, up.read_buf(&mut buf)).await {
+                Ok(r) => r?,
+                // The upstream stalled inside a message: no boundary to close on.
+                Err(_) => return client.shutdown().await,
+            }
+        } else {
+            tokio::select! {
+                r = up.read_buf(&mut buf) => r?,
+                _ = &mut age_limit => {
+                    if passthrough == 0 {
+                        return close_at_max_age(client, shared).await;
+                    }
+                    closing = true;
+                    continue;
+                }
             }
         };
         if read == 0 {
@@ -909,6 +1037,22 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             return client.shutdown().await;
         }
     }
+}
+
+/// DSQL's words when a connection reaches its maximum age, then the end of the connection.
+async fn close_at_max_age<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    shared: &Shared,
+) -> io::Result<()> {
+    let secs = shared.max_connection_age.as_secs();
+    let text = format!(
+        "terminating connection: it reached the maximum connection duration of {secs} s; open a new connection"
+    );
+    client
+        .write_all(&wire::error_response("FATAL", "57P01", &text, None))
+        .await?;
+    client.flush().await?;
+    client.shutdown().await
 }
 
 #[cfg(test)]
