@@ -59,7 +59,7 @@ pub(crate) struct Args {
     profile: Option<String>,
     /// Sign as of this instant (RFC 3339, e.g. 2024-01-01T00:00:00Z) for reproducible output.
     /// Default: now.
-    #[arg(long, value_name = "RFC3339")]
+    #[arg(long, value_name = "RFC3339", allow_hyphen_values = true)]
     at: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "token")]

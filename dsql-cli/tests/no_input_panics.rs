@@ -232,3 +232,20 @@ fn the_last_printable_times_are_handled() {
         }
     }
 }
+
+/// Found by the property test above: clap took `--at "- "` for an unknown flag and printed its
+/// usage text; a value starting with `-` is an `--at` value and gets our one-line error.
+#[test]
+fn an_at_value_starting_with_a_hyphen_gets_a_one_line_error() {
+    for at in ["- ", "-1", "--"] {
+        let args: Vec<String> = ["token", "--host", HOST, "--at", at]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let out = dsql(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--at {at:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "--at {at:?}: {stderr}");
+        assert!(stderr.contains("RFC 3339"), "--at {at:?}: {stderr}");
+    }
+}
