@@ -5,7 +5,13 @@
 //! Classification uses PostgreSQL's own grammar (libpg_query, through `pg_query`), so node
 //! names in `unsupported statement: <name>` are PostgreSQL's parse node names without the
 //! `Stmt` suffix, as DSQL reports them. Text that does not parse is passed through untouched:
-//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would.
+//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would. A statement
+//! whose tree is deeper than libpg_query's decoder allows (100 levels: about 24 nested
+//! subqueries or a 50-term chain of operators) is passed through unchecked as well, with a
+//! warning: refusing SQL that DSQL runs would be the worse failure.
+//!
+//! Decisions are remembered per query shape (libpg_query's fingerprint), so a workload that
+//! repeats its queries with other values is parsed to a tree once per shape; see [`check`].
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
@@ -59,18 +65,98 @@ pub(crate) struct Checked {
 }
 
 /// Checks `sql` (one query string, possibly several statements) against DSQL's rules.
+///
+/// Queries that differ only in their constants (the same query with other values, as most
+/// applications send) are decided once: the decision is remembered under libpg_query's
+/// fingerprint of the text, which hashes the parse tree without constant values, locations and
+/// aliases. Only decisions that cannot depend on what a fingerprint leaves out are remembered
+/// (see [`remember`]); everything else is parsed and decided every time.
 pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
+    // ASYNC is not PostgreSQL: such text is rewritten, never remembered.
+    let fingerprint = if mentions_async(sql) {
+        None
+    } else {
+        pg_query::fingerprint(sql, 0, 0).ok().map(|f| f.value)
+    };
+    if let Some(fp) = fingerprint
+        && let Some(classes) = DECIDED.with(|d| d.borrow().get(&fp).cloned())
+    {
+        return Ok(Checked {
+            classes: classes.into_vec(),
+            rewritten: None,
+        });
+    }
+    let (checked, rememberable) = check_parsed(sql)?;
+    if let Some(fp) = fingerprint
+        && rememberable
+    {
+        DECIDED.with(|d| remember(&mut d.borrow_mut(), fp, &checked.classes));
+    }
+    Ok(checked)
+}
+
+/// Most decisions remembered per gateway thread; when full, it starts again empty (a workload
+/// has far fewer distinct query shapes; a hostile one only costs its own parsing).
+const MAX_DECIDED: usize = 4096;
+/// libpg_query's fingerprint ignores everything below 100 levels of its walk (about two per
+/// level of [`pg_query::ParseResult::nodes`]): only shallower trees are remembered, so two texts
+/// with one fingerprint have the same whole tree up to constants, locations and aliases.
+const MAX_REMEMBERED_DEPTH: i32 = 30;
+
+static DEEP_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+thread_local! {
+    /// Fingerprint -> statement classes of an accepted query string (the gateway's thread).
+    static DECIDED: std::cell::RefCell<std::collections::HashMap<u64, Box<[Class]>>> =
+        Default::default();
+}
+
+fn remember(
+    decided: &mut std::collections::HashMap<u64, Box<[Class]>>,
+    fp: u64,
+    classes: &[Class],
+) {
+    if decided.len() >= MAX_DECIDED {
+        decided.clear();
+    }
+    decided.insert(fp, classes.into());
+}
+
+/// Whether the text may hold DSQL's `ASYNC` keyword (a cheap test before the lexer).
+fn mentions_async(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"async"))
+}
+
+/// Parses and decides; also says whether the decision may be remembered by fingerprint: only
+/// when every statement is SELECT (without INTO), INSERT, UPDATE or DELETE, accepted and not
+/// rewritten, and the tree is shallow. The rules for those look at node kinds and flags (locking
+/// strength, TABLESAMPLE, INTO), never at constants, names or aliases, which a fingerprint
+/// leaves out.
+fn check_parsed(sql: &str) -> Result<(Checked, bool), Refusal> {
     let (parse_text, asyncs) = strip_async(sql);
     let parsed = match pg_query::parse(&parse_text, 0) {
         Ok(p) => p,
-        // Not PostgreSQL: the upstream reports the syntax error itself.
-        Err(_) => {
-            return Ok(Checked {
+        // Not PostgreSQL: the upstream reports the syntax error itself. Or a tree deeper than
+        // the decoder's 100 levels (some 24 nested subqueries, a 50-term `a + b + ...`), which
+        // PostgreSQL and DSQL run: passed on unchecked rather than refused, and said once.
+        Err(e) => {
+            if matches!(e, pg_query::Error::Decode(_))
+                && !DEEP_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    "a statement nested too deeply for dsql-local's SQL checks was passed to PostgreSQL unchecked (said once)"
+                );
+            }
+            let checked = Checked {
                 classes: Vec::new(),
                 rewritten: None,
-            });
+            };
+            return Ok((checked, false));
         }
     };
+    let mut rememberable = true;
     let mut classes = Vec::with_capacity(parsed.protobuf.stmts.len());
     let mut rewritten_parts: Vec<String> = Vec::new();
     let mut any_rewrite = false;
@@ -86,6 +172,13 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
         let Some(node) = raw.stmt.as_ref().and_then(|s| s.node.as_ref()) else {
             continue;
         };
+        rememberable &= matches!(
+            node,
+            NodeEnum::SelectStmt(_)
+                | NodeEnum::InsertStmt(_)
+                | NodeEnum::UpdateStmt(_)
+                | NodeEnum::DeleteStmt(_)
+        );
         let class = check_statement(node, is_async)?;
         classes.push(class);
         let text = parse_text.get(start..end).unwrap_or("");
@@ -97,7 +190,8 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
         }
     }
     // Locking clauses and TABLESAMPLE may sit in any subquery: look at every node.
-    for (node, _, _, _) in parsed.protobuf.nodes() {
+    for (node, depth, _, _) in parsed.protobuf.nodes() {
+        rememberable &= depth <= MAX_REMEMBERED_DEPTH;
         match node {
             pg_query::NodeRef::SelectStmt(s) => {
                 for lc in &s.locking_clause {
@@ -124,10 +218,11 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
             _ => {}
         }
     }
-    Ok(Checked {
+    let checked = Checked {
         classes,
         rewritten: any_rewrite.then(|| rewritten_parts.join(";\n")),
-    })
+    };
+    Ok((checked, rememberable && !any_rewrite))
 }
 
 fn check_from(node: &pg_query::protobuf::Node) -> Result<(), Refusal> {
@@ -142,11 +237,7 @@ fn check_from(node: &pg_query::protobuf::Node) -> Result<(), Refusal> {
 /// so PostgreSQL's grammar parses the rest; returns the text and the offsets blanked.
 fn strip_async(sql: &str) -> (std::borrow::Cow<'_, str>, Vec<usize>) {
     // Cheap test first: almost no query mentions it.
-    if !sql
-        .as_bytes()
-        .windows(5)
-        .any(|w| w.eq_ignore_ascii_case(b"async"))
-    {
+    if !mentions_async(sql) {
         return (sql.into(), Vec::new());
     }
     let Ok(tokens) = pg_query::scan_tokens(sql) else {
@@ -713,6 +804,96 @@ mod tests {
 
     fn refused(sql: &str) -> Refusal {
         check(sql).expect_err(sql)
+    }
+
+    /// Whether `sql`'s decision is now remembered (this test's thread has its own memory).
+    fn remembered(sql: &str) -> bool {
+        let fp = pg_query::fingerprint(sql, 0, 0).unwrap().value;
+        DECIDED.with(|d| d.borrow().contains_key(&fp))
+    }
+
+    #[test]
+    fn queries_differing_in_constants_are_decided_once() {
+        let first = "SELECT abalance FROM pgbench_accounts WHERE aid = 12345";
+        assert!(!remembered(first));
+        let c = check(first).unwrap();
+        assert_eq!(c.classes, vec![Class::Other]);
+        assert!(remembered(first));
+        // Other constants, other spacing and case: the same decision, from memory.
+        let again = "select abalance  from pgbench_accounts where aid = 7";
+        assert!(remembered(again));
+        assert_eq!(check(again).unwrap(), c);
+        let dml = "UPDATE t SET a = 1 WHERE id = 2; INSERT INTO t VALUES (3)";
+        assert_eq!(check(dml).unwrap().classes, vec![Class::Dml, Class::Dml]);
+        assert!(remembered(
+            "UPDATE t SET a = 9 WHERE id = 8; INSERT INTO t VALUES (7)"
+        ));
+    }
+
+    #[test]
+    fn remembered_decisions_never_change_a_refusal() {
+        // Each pair: an accepted text, then one that must still be refused once the first is
+        // remembered (what differs is a node kind or flag, never only a constant).
+        let nest = |inner: &str| {
+            let mut q = inner.to_owned();
+            for _ in 0..16 {
+                q = format!("SELECT * FROM ({q}) s");
+            }
+            q
+        };
+        let pairs = [
+            (
+                "SELECT * FROM t WHERE id = 1 FOR UPDATE".to_owned(),
+                "SELECT * FROM t WHERE id = 1 FOR SHARE".to_owned(),
+            ),
+            (
+                "SELECT * FROM t x".to_owned(),
+                "SELECT * FROM t x TABLESAMPLE SYSTEM (10)".to_owned(),
+            ),
+            (
+                "SELECT 1 AS a".to_owned(),
+                "SELECT 1 AS a INTO x".to_owned(),
+            ),
+            (
+                nest("SELECT * FROM t FOR UPDATE"),
+                nest("SELECT * FROM t FOR NO KEY UPDATE"),
+            ),
+            ("SELECT 1".to_owned(), "TRUNCATE t".to_owned()),
+            (
+                "SET search_path = public".to_owned(),
+                "SET TRANSACTION READ ONLY".to_owned(),
+            ),
+        ];
+        for (accepted, refused_sql) in &pairs {
+            check(accepted).unwrap_or_else(|e| panic!("{accepted}: {e:?}"));
+            refused(refused_sql);
+        }
+        // Deep trees and SET are parsed every time, never remembered.
+        assert!(!remembered(&nest("SELECT * FROM t FOR UPDATE")));
+        assert!(!remembered("SET search_path = public"));
+    }
+
+    #[test]
+    fn deep_trees_pass_unchecked_without_crashing() {
+        // Past the decoder's 100 levels but well within PostgreSQL's: unchecked, not refused.
+        let mut q = "SELECT 1".to_owned();
+        for _ in 0..30 {
+            q = format!("SELECT * FROM ({q}) s");
+        }
+        assert_eq!(check(&q).unwrap().classes, Vec::<Class>::new());
+        let sum = format!("SELECT {}1", "1 + ".repeat(200));
+        assert_eq!(check(&sum).unwrap().classes, Vec::<Class>::new());
+        // Far past any parser's limit (10 000 levels): an answer, not a stack overflow.
+        for q in [
+            format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000)),
+            format!(
+                "{}SELECT 1{}",
+                "SELECT * FROM (".repeat(10_000),
+                ") s".repeat(10_000)
+            ),
+        ] {
+            assert!(check(&q).is_ok());
+        }
     }
 
     #[test]

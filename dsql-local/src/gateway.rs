@@ -171,7 +171,7 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Accepts clients until the task is aborted.
+/// Accepts clients until the gateway thread stops (see `gateway_thread`).
 pub(crate) async fn serve(listener: TcpListener, tls: TlsAcceptor, shared: Arc<Shared>) {
     loop {
         let (tcp, peer) = match listener.accept().await {

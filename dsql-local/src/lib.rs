@@ -6,6 +6,7 @@ mod counters;
 mod dialect;
 mod error;
 mod gateway;
+mod gateway_thread;
 mod postgres;
 mod session_rules;
 mod token_verifier;
@@ -18,6 +19,7 @@ pub use counters::{Counters, RefusalReason};
 pub use error::{Error, ErrorKind};
 
 use gateway::{Shared, TokenBucket};
+use gateway_thread::GatewayThread;
 use postgres::{TempPostgres, UpstreamTarget};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -417,8 +419,7 @@ impl LocalDsqlBuilder {
         tls.alpn_protocols = vec![b"postgresql".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
-            .await
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port))
             .map_err(|e| Error::io(format!("cannot listen on 127.0.0.1:{}", self.port), e))?;
         let address = listener
             .local_addr()
@@ -460,14 +461,15 @@ impl LocalDsqlBuilder {
                 why,
             ));
         }
-        let accept_task = tokio::spawn(gateway::serve(listener, acceptor, shared.clone()));
+        let gateway = GatewayThread::start(listener, acceptor, shared.clone())
+            .map_err(|e| Error::io("cannot start the gateway's thread", e))?;
         tracing::info!(%address, host, region = %self.region, ca = %ca_path.display(), "dsql-local is ready");
         Ok(LocalDsql {
             shared,
             address,
             host,
             ca_path,
-            accept_task,
+            gateway,
             postgres,
             _ca_dir: ca_dir,
         })
@@ -562,15 +564,17 @@ fn credentials_from_env() -> AcceptedCredentials {
     }
 }
 
-/// A running local DSQL endpoint. Dropping it stops the gateway and removes the temporary
-/// PostgreSQL; [`shutdown`](Self::shutdown) does the same and reports errors.
+/// A running local DSQL endpoint; its gateway runs on a thread of its own. Dropping it stops
+/// the gateway, then removes the temporary PostgreSQL (fields drop in order);
+/// [`shutdown`](Self::shutdown) does the same, waits for every connection to close, and
+/// reports errors.
 #[derive(Debug)]
 pub struct LocalDsql {
     shared: Arc<Shared>,
     address: SocketAddr,
     host: String,
     ca_path: PathBuf,
-    accept_task: tokio::task::JoinHandle<()>,
+    gateway: GatewayThread,
     postgres: Option<TempPostgres>,
     _ca_dir: Option<tempfile::TempDir>,
 }
@@ -724,20 +728,11 @@ impl LocalDsql {
 
     /// Stops the gateway and the temporary PostgreSQL and removes its directory.
     pub async fn shutdown(mut self) -> Result<(), Error> {
-        self.accept_task.abort();
-        self.drop_all_connections();
+        self.gateway.stop().await;
         match self.postgres.take() {
             Some(mut pg) => pg.stop().await,
             None => Ok(()),
         }
-    }
-}
-
-impl Drop for LocalDsql {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-        self.drop_all_connections();
-        // TempPostgres's own Drop stops the server and removes the directory.
     }
 }
 

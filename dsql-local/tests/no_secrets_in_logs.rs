@@ -23,7 +23,7 @@ impl Write for Captured {
     }
 }
 
-// current_thread: every gateway task runs on this thread, under this thread's subscriber.
+// The gateway runs on its own thread; it takes the subscriber set here when it starts.
 #[tokio::test]
 async fn tokens_and_secrets_are_never_logged() {
     let captured = Captured::default();
