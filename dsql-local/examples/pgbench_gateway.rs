@@ -1,12 +1,17 @@
 //! The gateway's cost: pgbench select-only throughput straight to PostgreSQL and through the
 //! dsql-local gateway (TLS verify-full, IAM token as password), same run, same client count.
+//! With pgbouncer installed, also through pgbouncer (TLS to clients, the same unix socket to
+//! PostgreSQL): an independent C relay that does not look at SQL, for scale.
 //!
-//! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 10 --clients 4 --jobs 2]`
-//! prints one JSON line: {"direct_tps", "direct_tls_tps", "gateway_tps", "ratio", "ratio_tls",
-//! "clients", "jobs", "seconds"} (ratio = gateway_tps / direct_tps over plain TCP; ratio_tls =
-//! gateway_tps / direct_tls_tps, PostgreSQL's own `ssl=on`: like with like). The gateway runs
-//! with DSQL's SQL rules on (the default dialect). Needs pgbench (`apt-get install postgresql-contrib`,
-//! part of `postgresql` on Debian).
+//! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 6 --clients 4 --jobs 2 --rounds 3]`
+//! runs every target once per round, in alternation (direct, direct TLS, gateway, pgbouncer,
+//! then again), and prints one JSON line of medians over the rounds: {"direct_tps",
+//! "direct_tls_tps", "gateway_tps", "pgbouncer_tps" (null without pgbouncer), "ratio" (gateway /
+//! direct plain TCP), "ratio_tls" (gateway / direct with PostgreSQL's own `ssl=on`: like with
+//! like), "ratio_pgbouncer" (gateway / pgbouncer), "ratios_tls" (per round), "clients", "jobs",
+//! "seconds", "rounds"}. The gateway runs with DSQL's SQL rules on (the default dialect).
+//! Needs pgbench (`apt-get install postgresql-contrib`, part of `postgresql` on Debian);
+//! pgbouncer is optional (`apt-get install pgbouncer`; said on stderr when missing).
 
 use dsql_auth_core::token::{Action, SigningParams, sign};
 use dsql_local::LocalDsql;
@@ -17,13 +22,15 @@ struct Opts {
     seconds: u32,
     clients: u32,
     jobs: u32,
+    rounds: u32,
 }
 
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
-        seconds: 10,
+        seconds: 6,
         clients: 4,
         jobs: 2,
+        rounds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -38,9 +45,10 @@ fn parse_args() -> Result<Opts, String> {
             "--seconds" => o.seconds = n,
             "--clients" => o.clients = n,
             "--jobs" => o.jobs = n,
+            "--rounds" => o.rounds = n,
             other => {
                 return Err(format!(
-                    "unknown option {other}; options: --seconds N --clients N --jobs N"
+                    "unknown option {other}; options: --seconds N --clients N --jobs N --rounds N"
                 ));
             }
         }
@@ -142,24 +150,174 @@ async fn bench(o: &Opts) -> Result<String, String> {
             conninfo.into(),
         ]
     };
-    let (direct_tls, _tls_dir) = enable_upstream_tls(&dsql, &direct).await?;
-    let direct_tps = tps(&run(&pgbench, &load(&direct), None)?)?;
-    let direct_tls_tps = tps(&run(&pgbench, &load(&direct_tls), None)?)?;
-    let gateway_tps = tps(&run(&pgbench, &load(&gateway), Some(token.as_str()))?)?;
+    let (direct_tls, tls_dir) = enable_upstream_tls(&dsql, &direct).await?;
+    let bouncer = match pgbouncer(&dsql, tls_dir.path(), o.clients)? {
+        Some(b) => Some(b),
+        None => {
+            eprintln!(
+                "pgbench_gateway: pgbouncer not found (apt-get install pgbouncer): no pgbouncer reference this run"
+            );
+            None
+        }
+    };
+    let mut targets = vec![
+        ("direct", direct, None),
+        ("direct_tls", direct_tls, None),
+        ("gateway", gateway, Some(token.as_str())),
+    ];
+    if let Some(b) = &bouncer {
+        targets.push(("pgbouncer", b.conninfo.clone(), None));
+    }
+    // In alternation, so that a slow patch of a shared machine hits every target alike.
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..o.rounds {
+        for (i, (_, conninfo, password)) in targets.iter().enumerate() {
+            results[i].push(tps(&run(&pgbench, &load(conninfo), *password)?)?);
+        }
+    }
     let counters = dsql.counters();
     if counters.accepted() < u64::from(o.clients) || counters.refused_total() != 0 {
         return Err(format!(
             "the gateway run did not authenticate every client: {counters:?}"
         ));
     }
+    drop(bouncer);
     dsql.shutdown().await.map_err(|e| e.to_string())?;
-    Ok(format!(
-        "{{\"direct_tps\":{direct_tps:.1},\"direct_tls_tps\":{direct_tls_tps:.1},\"gateway_tps\":{gateway_tps:.1},\"ratio\":{:.4},\"ratio_tls\":{:.4},\"clients\":{},\"jobs\":{},\"seconds\":{}}}",
-        gateway_tps / direct_tps,
-        gateway_tps / direct_tls_tps,
-        o.clients,
-        o.jobs,
-        o.seconds
+    let median_of = |name: &str| {
+        targets
+            .iter()
+            .position(|t| t.0 == name)
+            .map(|i| median(&results[i]))
+    };
+    let (direct_tps, direct_tls_tps, gateway_tps) = (
+        median_of("direct").unwrap_or(0.0),
+        median_of("direct_tls").unwrap_or(0.0),
+        median_of("gateway").unwrap_or(0.0),
+    );
+    let pgbouncer_tps = median_of("pgbouncer");
+    let ratios_tls: Vec<f64> = results[2]
+        .iter()
+        .zip(&results[1])
+        .map(|(g, d)| round4(g / d))
+        .collect();
+    Ok(serde_json::json!({
+        "direct_tps": direct_tps.round(),
+        "direct_tls_tps": direct_tls_tps.round(),
+        "gateway_tps": gateway_tps.round(),
+        "pgbouncer_tps": pgbouncer_tps.map(f64::round),
+        "ratio": round4(gateway_tps / direct_tps),
+        "ratio_tls": round4(gateway_tps / direct_tls_tps),
+        "ratio_pgbouncer": pgbouncer_tps.map(|p| round4(gateway_tps / p)),
+        "ratios_tls": ratios_tls,
+        "clients": o.clients,
+        "jobs": o.jobs,
+        "seconds": o.seconds,
+        "rounds": o.rounds,
+    })
+    .to_string())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// A running pgbouncer (session pooling, TLS to clients with the same self-signed certificate
+/// as PostgreSQL's `ssl=on`, the unix socket to PostgreSQL); killed when dropped.
+struct PgBouncer {
+    child: std::process::Child,
+    conninfo: String,
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts pgbouncer in `dir` (PostgreSQL's TLS directory, owned by the user PostgreSQL runs as,
+/// which pgbouncer runs as too: it refuses to run as root). None when it is not installed.
+fn pgbouncer(
+    dsql: &LocalDsql,
+    dir: &std::path::Path,
+    clients: u32,
+) -> Result<Option<PgBouncer>, String> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let Some(binary) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    else {
+        return Ok(None);
+    };
+    let socket_dir = dsql
+        .postgres_socket_dir()
+        .ok_or("the pgbouncer reference needs the temporary PostgreSQL")?;
+    let owner = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    let upstream = dsql.upstream_connection_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let upstream_port = upstream
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .ok_or("no port in the upstream connection string")?;
+    // The password is the rest after `password=` (quoted as libpq wants; pgbouncer reads the
+    // same syntax).
+    let password = upstream
+        .split_once(" password=")
+        .map(|(_, p)| format!(" password={p}"))
+        .unwrap_or_default();
+    let ini = dir.join("pgbouncer.ini");
+    let users = dir.join("users.txt");
+    let config = format!(
+        "[databases]\npostgres = host={sock} port={upstream_port} dbname=postgres user=admin{password}\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = trust\nauth_file = {users}\npool_mode = session\nmax_client_conn = 1000\n\
+         default_pool_size = {clients}\nclient_tls_sslmode = require\n\
+         client_tls_key_file = {dir}/server.key\nclient_tls_cert_file = {dir}/server.crt\n\
+         logfile = {dir}/pgbouncer.log\n",
+        sock = socket_dir.display(),
+        users = users.display(),
+        dir = dir.display(),
+    );
+    for (path, text) in [(&ini, config), (&users, "\"admin\" \"\"\n".to_owned())] {
+        std::fs::write(path, text).map_err(|e| e.to_string())?;
+        std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))
+            .map_err(|e| e.to_string())?;
+    }
+    let child = Command::new(binary)
+        .arg(&ini)
+        .uid(owner.uid())
+        .gid(owner.gid())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {binary}: {e}"))?;
+    let bouncer = PgBouncer {
+        child,
+        conninfo: format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=require"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Some(bouncer));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+    Err(format!(
+        "pgbouncer did not listen on port {port} within 5 s:\n{log}"
     ))
 }
 
