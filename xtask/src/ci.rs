@@ -9,6 +9,8 @@ use std::process::Command;
 const WASM: &str = "wasm32-unknown-unknown";
 /// Benches against other projects' crates (aws-sdk-dsql, ring): built by `cargo xtask bench` only.
 const BENCH_ONLY: &str = "dsql-sqlx-bench";
+/// Non-default features tested with the workspace: dsql-diesel's deadpool pool.
+const EXTRA_FEATURES: &str = "dsql-diesel/deadpool";
 
 pub(crate) fn run(args: &[String]) -> Result {
     if let Some(a) = args.first() {
@@ -68,13 +70,17 @@ pub(crate) fn run(args: &[String]) -> Result {
     // dependency (other feature unification), minutes CI does not have. `xtask release-check` does it.
     println!("\n==> release: packaging (file lists, manifests; not built)");
     package::run(&ws, false)?;
+    // `--workspace` enables only default features: dsql-diesel's deadpool pool is added to the
+    // same build (a separate `-p dsql-diesel --all-features` run rebuilt its dependencies).
     step(
-        "tests",
+        "tests (dsql-diesel with both pools)",
         cargo().args([
             "test",
             "--workspace",
             "--exclude",
             BENCH_ONLY,
+            "--features",
+            EXTRA_FEATURES,
             "--all-targets",
             "--locked",
         ]),
@@ -86,14 +92,11 @@ pub(crate) fn run(args: &[String]) -> Result {
             "--workspace",
             "--exclude",
             BENCH_ONLY,
+            "--features",
+            EXTRA_FEATURES,
             "--doc",
             "--locked",
         ]),
-    )?;
-    // `--workspace` enables only default features: dsql-diesel's deadpool pool is tested here.
-    step(
-        "dsql-diesel with every pool (bb8 and deadpool)",
-        cargo().args(["test", "-p", "dsql-diesel", "--all-features", "--locked"]),
     )?;
     // The Cloudflare Worker: wasm32 lints, then built and run in workerd (xtask/src/worker.rs).
     crate::worker::run(&[])?;
