@@ -56,6 +56,9 @@ pub(crate) struct Checked {
     pub(crate) classes: Vec<Class>,
     /// The text to send upstream instead, when DSQL-only syntax was rewritten.
     pub(crate) rewritten: Option<String>,
+    /// A statement to run first, in the same transaction, for a rule that needs the catalog
+    /// (a `DO` block that raises DSQL's error); depends on the text (names), like `rewritten`.
+    pub(crate) guard: Option<String>,
 }
 
 /// Checks `sql` (one query string, possibly several statements) against DSQL's rules.
@@ -68,12 +71,14 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
             return Ok(Checked {
                 classes: Vec::new(),
                 rewritten: None,
+                guard: None,
             });
         }
     };
     let mut classes = Vec::with_capacity(parsed.protobuf.stmts.len());
     let mut rewritten_parts: Vec<String> = Vec::new();
     let mut any_rewrite = false;
+    let mut dropped_columns: Vec<(String, String)> = Vec::new();
     for raw in &parsed.protobuf.stmts {
         let start = usize::try_from(raw.stmt_location).unwrap_or(0);
         let end = if raw.stmt_len == 0 {
@@ -88,6 +93,9 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
         };
         let class = check_statement(node, is_async)?;
         classes.push(class);
+        if let NodeEnum::AlterTableStmt(a) = node {
+            dropped_columns.extend(dropped_columns_of(a));
+        }
         let text = parse_text.get(start..end).unwrap_or("");
         if is_async {
             any_rewrite = true;
@@ -127,7 +135,63 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
     Ok(Checked {
         classes,
         rewritten: any_rewrite.then(|| rewritten_parts.join(";\n")),
+        guard: (!dropped_columns.is_empty()).then(|| primary_key_guard(&dropped_columns)),
     })
+}
+
+/// DSQL's words for dropping a primary-key column. Inference: the refusal is recorded, its
+/// words are not; these follow DSQL's pattern for ALTER TABLE.
+pub(crate) const PRIMARY_KEY_COLUMN: &str =
+    "ALTER TABLE DROP COLUMN not supported for primary key column";
+
+/// (relation as `to_regclass` reads it, column) for every `DROP COLUMN` of an ALTER TABLE.
+fn dropped_columns_of(a: &pg_query::protobuf::AlterTableStmt) -> Vec<(String, String)> {
+    let Some(rel) = &a.relation else {
+        return Vec::new();
+    };
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let name = if rel.schemaname.is_empty() {
+        quote(&rel.relname)
+    } else {
+        format!("{}.{}", quote(&rel.schemaname), quote(&rel.relname))
+    };
+    a.cmds
+        .iter()
+        .filter_map(|c| match &c.node {
+            Some(NodeEnum::AlterTableCmd(cmd))
+                if cmd.subtype == AlterTableType::AtDropColumn as i32 =>
+            {
+                Some((name.clone(), cmd.name.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A text literal that cannot break out of anything it is put in: the UTF-8 bytes, hex-coded.
+fn hex_literal(s: &str) -> String {
+    let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("pg_catalog.convert_from(pg_catalog.decode('{hex}', 'hex'), 'UTF8')")
+}
+
+/// A `DO` block that raises DSQL's refusal when one of `columns` (relation, column) is part of
+/// its table's primary key. Whether it is needs the catalog, so PostgreSQL decides, in the
+/// statement's own transaction, just before the ALTER TABLE runs.
+fn primary_key_guard(columns: &[(String, String)]) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(rel, col)| format!("({}, {})", hex_literal(rel), hex_literal(col)))
+        .collect();
+    format!(
+        "DO $dsql_local_guard$DECLARE c text; BEGIN \
+         SELECT d.col INTO c FROM (VALUES {}) AS d(rel, col) \
+         JOIN pg_catalog.pg_constraint k ON k.conrelid = pg_catalog.to_regclass(d.rel) AND k.contype = 'p' \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) AND a.attname::text = d.col \
+         LIMIT 1; \
+         IF c IS NOT NULL THEN RAISE EXCEPTION '{PRIMARY_KEY_COLUMN} \"%\"', c USING ERRCODE = '{FEATURE_NOT_SUPPORTED}'; END IF; \
+         END$dsql_local_guard$",
+        values.join(", ")
+    )
 }
 
 fn check_from(node: &pg_query::protobuf::Node) -> Result<(), Refusal> {

@@ -964,6 +964,10 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         splice.replace(&buf, pos, 0, &bytes);
                         dropping = true;
                     }
+                    Backward::Before(bytes) => {
+                        splice.replace(&buf, pos, 0, &bytes);
+                        dropping = false;
+                    }
                 }
                 passthrough = total;
                 continue;
@@ -977,10 +981,23 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Some((r, session)) => r.on_message(session, frame),
                 None => Backward::Same,
             };
-            match decided {
-                Backward::Drop => splice.replace(&buf, pos, total, &[]),
-                Backward::Replace(bytes) => splice.replace(&buf, pos, total, &bytes),
-                Backward::Same => match tag {
+            let same = match decided {
+                Backward::Drop => {
+                    splice.replace(&buf, pos, total, &[]);
+                    false
+                }
+                Backward::Replace(bytes) => {
+                    splice.replace(&buf, pos, total, &bytes);
+                    false
+                }
+                Backward::Before(bytes) => {
+                    splice.replace(&buf, pos, 0, &bytes);
+                    true
+                }
+                Backward::Same => true,
+            };
+            if same {
+                match tag {
                     b'E' => {
                         if let Some(rewritten) = wire::rewrite_serialization_failure(&frame[5..]) {
                             splice.replace(&buf, pos, total, &rewritten);
@@ -995,7 +1012,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         keys.push(key);
                     }
                     _ => {}
-                },
+                }
             }
             pos += total;
         }

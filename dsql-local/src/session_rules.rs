@@ -12,11 +12,26 @@
 //! The frontend half predicts transaction boundaries from the statements it forwards
 //! (BEGIN/COMMIT/ROLLBACK, the end of a simple query, Sync); the backend half counts modified
 //! rows from CommandComplete tags and resets at ReadyForQuery `I`.
+//!
+//! The row limit and autocommit statements: an implicit transaction (a simple query outside a
+//! transaction block, or an extended-protocol batch up to Sync) commits inside PostgreSQL
+//! before the gateway sees its row count, so the gateway alone cannot undo it. When such a
+//! transaction writes rows (a DML statement), the frontend half wraps it in two guard
+//! statements that run in the same transaction: a start guard that notes the rows the session
+//! has modified so far (`pg_stat_xact_user_tables`, which also holds recent transactions'
+//! counts not yet flushed, hence the baseline) and an end guard, just before the commit point,
+//! that raises DSQL's 54000 when the transaction modified more than the limit, so PostgreSQL
+//! rolls it back. The backend half replaces the CommandComplete that crosses the limit with
+//! that error (as inside a transaction block) and drops everything after it up to
+//! ReadyForQuery; the guards' own answers (`DO`, and ParseComplete/BindComplete/CloseComplete
+//! in the extended protocol) never reach the client. No round trip is added and pipelining is
+//! unaffected (the guards travel in the same batch); the cost is two `DO` statements per
+//! autocommit write, none for reads and explicit transactions.
 
 use crate::dialect::{self, Class, Refusal};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// SQLSTATE for DSQL's transaction limits.
@@ -61,6 +76,9 @@ pub(crate) struct SessionShared {
     poisoned: AtomicBool,
     /// Refusals made in this session (for the gateway's counters).
     pub(crate) refused: AtomicU64,
+    /// Implicit transactions wrapped in row-limit guards: (ReadyForQuery count before the
+    /// answer, how far the client's text was moved right by the start guard).
+    guarded: Mutex<VecDeque<(u64, u32)>>,
 }
 
 impl SessionShared {
@@ -71,6 +89,27 @@ impl SessionShared {
             }
             q.push_back((seq, p));
         }
+    }
+
+    fn push_guarded(&self, seq: u64, shift: u32) {
+        if let Ok(mut q) = self.guarded.lock() {
+            if q.len() >= MAX_PENDING {
+                q.pop_front();
+            }
+            q.push_back((seq, shift));
+        }
+    }
+
+    /// The start guard's shift of the batch answered before ReadyForQuery number `seq`, if that
+    /// batch is a guarded implicit transaction.
+    fn guarded_at(&self, seq: u64) -> Option<u32> {
+        let mut q = self.guarded.lock().ok()?;
+        while q.front().is_some_and(|(s, _)| *s < seq) {
+            q.pop_front();
+        }
+        q.front()
+            .filter(|(s, _)| *s == seq)
+            .map(|(_, shift)| *shift)
     }
 }
 
@@ -104,8 +143,65 @@ pub(crate) struct FrontendRules {
     markers: u64,
     /// Upstream discards until Sync (a refusal in the extended protocol).
     skipping: bool,
-    statements: HashMap<Vec<u8>, Class>,
-    portals: HashMap<Vec<u8>, Class>,
+    statements: HashMap<Vec<u8>, Known>,
+    portals: HashMap<Vec<u8>, Known>,
+    /// The current extended-protocol batch started an implicit transaction that writes rows:
+    /// its start guard was sent; the end guard goes before its Sync.
+    batch_guarded: bool,
+    guard_start: String,
+    guard_end: String,
+}
+
+/// What is remembered of a prepared statement or portal: its class, and the guard statement
+/// (see [`dialect::Checked::guard`]) to run before it executes.
+type Known = (Class, Option<Arc<str>>);
+
+/// Names of the guards' prepared statements and portals (extended protocol).
+const GUARD_START: &str = "dsql_local_row_guard_start";
+const GUARD_END: &str = "dsql_local_row_guard_end";
+const GUARD_DDL: &str = "dsql_local_ddl_guard";
+/// Rows the session's transactions have modified so far, as PostgreSQL counts them.
+const MODIFIED_SO_FAR: &str = "(SELECT COALESCE(pg_catalog.sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_catalog.pg_stat_xact_user_tables)";
+
+/// Notes the baseline of modified rows at the start of an implicit transaction.
+fn guard_start_sql() -> String {
+    format!(
+        "DO $dsql_local_guard$BEGIN PERFORM pg_catalog.set_config('dsql_local.rows_base', {MODIFIED_SO_FAR}::text, true); END$dsql_local_guard$"
+    )
+}
+
+/// Raises DSQL's row-limit error when the transaction modified more than `max_rows`.
+fn guard_end_sql(max_rows: u64) -> String {
+    format!(
+        "DO $dsql_local_guard$BEGIN IF {MODIFIED_SO_FAR} - COALESCE(NULLIF(pg_catalog.current_setting('dsql_local.rows_base', true), ''), '0')::bigint > {max_rows} THEN RAISE EXCEPTION '{ROW_LIMIT}' USING ERRCODE = '{PROGRAM_LIMIT_EXCEEDED}'; END IF; END$dsql_local_guard$"
+    )
+}
+
+/// Close, Parse, Bind and Execute of `sql` under `name` (statement and portal), for the
+/// extended protocol: answered by CloseComplete, ParseComplete, BindComplete and
+/// CommandComplete `DO` (or an error).
+fn guard_messages(name: &str, sql: &str) -> Vec<u8> {
+    let mut close = vec![b'S'];
+    close.extend_from_slice(name.as_bytes());
+    close.push(0);
+    let mut parse = name.as_bytes().to_vec();
+    parse.push(0);
+    parse.extend_from_slice(sql.as_bytes());
+    parse.push(0);
+    parse.extend_from_slice(&0i16.to_be_bytes());
+    let mut bind = name.as_bytes().to_vec();
+    bind.push(0);
+    bind.extend_from_slice(name.as_bytes());
+    bind.push(0);
+    bind.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut execute = name.as_bytes().to_vec();
+    execute.push(0);
+    execute.extend_from_slice(&0i32.to_be_bytes());
+    let mut out = crate::wire::message(b'C', &close);
+    out.extend_from_slice(&crate::wire::message(b'P', &parse));
+    out.extend_from_slice(&crate::wire::message(b'B', &bind));
+    out.extend_from_slice(&crate::wire::message(b'E', &execute));
+    out
 }
 
 fn marker_query(marker: &str) -> Vec<u8> {
@@ -139,6 +235,9 @@ impl FrontendRules {
             skipping: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
+            batch_guarded: false,
+            guard_start: guard_start_sql(),
+            guard_end: guard_end_sql(limits.max_rows),
         }
     }
 
@@ -253,15 +352,19 @@ impl FrontendRules {
                 if let Some((portal, rest)) = cstr(body)
                     && let Some((stmt, _)) = cstr(rest)
                 {
-                    let class = self.statements.get(stmt).copied().unwrap_or(Class::Other);
-                    if class == Class::Dml {
+                    let known = self
+                        .statements
+                        .get(stmt)
+                        .cloned()
+                        .unwrap_or((Class::Other, None));
+                    if known.0 == Class::Dml {
                         self.txn.bytes += body.len() as u64;
                     }
-                    remember(&mut self.portals, portal, class);
+                    remember(&mut self.portals, portal, known);
                 }
                 Forward::Same
             }
-            b'E' => self.on_execute(shared, body),
+            b'E' => self.on_execute(shared, body, frame),
             b'C' => {
                 if let Some((&kind, rest)) = body.split_first()
                     && let Some((name, _)) = cstr(rest)
@@ -275,11 +378,18 @@ impl FrontendRules {
             }
             b'S' => {
                 self.skipping = false;
+                let end_guard = self.batch_guarded && !self.txn.explicit;
+                self.batch_guarded = false;
                 if !self.txn.explicit {
                     self.txn = Txn::default();
                 }
                 self.portals.retain(|k, _| !k.is_empty());
                 self.rfq_seq += 1;
+                if end_guard {
+                    let mut out = guard_messages(GUARD_END, &self.guard_end);
+                    out.extend_from_slice(frame);
+                    return Forward::Replace(out);
+                }
                 Forward::Same
             }
             b'F' => {
@@ -333,10 +443,10 @@ impl FrontendRules {
     }
 
     fn on_query(&mut self, shared: &SessionShared, body: &[u8]) -> Forward {
-        let Some((sql, _)) = cstr(body) else {
+        let Some((sql_bytes, _)) = cstr(body) else {
             return Forward::Same;
         };
-        let sql = String::from_utf8_lossy(sql);
+        let sql = String::from_utf8_lossy(sql_bytes);
         let checked = dialect::check(&sql);
         let first = checked
             .as_ref()
@@ -379,10 +489,46 @@ impl FrontendRules {
             }
         }
         // A simple query outside a transaction block is its own implicit transaction.
+        let implicit_write = !self.txn.explicit
+            && !txn.explicit
+            && checked.classes.contains(&Class::Dml)
+            && !checked
+                .classes
+                .iter()
+                .any(|c| matches!(c, Class::Begin | Class::Commit | Class::Rollback));
         if !txn.explicit {
             txn = Txn::default();
         }
         self.txn = txn;
+        let (before, after) = match &checked.guard {
+            Some(guard) => (Some(guard.as_str()), None),
+            None if implicit_write => (
+                Some(self.guard_start.as_str()),
+                Some(self.guard_end.as_str()),
+            ),
+            None => (None, None),
+        };
+        if let Some(before) = before {
+            // Guards around the client's text, in the same query string (one transaction);
+            // the client's own bytes are kept as sent.
+            let text = match &checked.rewritten {
+                Some(sql) => sql.as_bytes(),
+                None => sql_bytes,
+            };
+            let mut q = Vec::with_capacity(text.len() + 2 * self.guard_end.len());
+            q.extend_from_slice(before.as_bytes());
+            q.push(b';');
+            let shift = q.len() as u32;
+            q.extend_from_slice(text);
+            if let Some(after) = after {
+                // A newline ends a trailing `--` comment.
+                q.extend_from_slice(b"\n;");
+                q.extend_from_slice(after.as_bytes());
+            }
+            q.push(0);
+            shared.push_guarded(self.rfq_seq, shift);
+            return Forward::Replace(crate::wire::message(b'Q', &q));
+        }
         match checked.rewritten {
             Some(sql) => Forward::Replace(query_message(&sql)),
             None => Forward::Same,
@@ -430,7 +576,10 @@ impl FrontendRules {
                 remember(
                     &mut self.statements,
                     name,
-                    c.classes.first().copied().unwrap_or(Class::Other),
+                    (
+                        c.classes.first().copied().unwrap_or(Class::Other),
+                        c.guard.map(Arc::from),
+                    ),
                 );
                 match c.rewritten {
                     Some(sql) => {
@@ -447,14 +596,18 @@ impl FrontendRules {
         }
     }
 
-    fn on_execute(&mut self, shared: &SessionShared, body: &[u8]) -> Forward {
+    fn on_execute(&mut self, shared: &SessionShared, body: &[u8], frame: &[u8]) -> Forward {
         if self.skipping {
             return Forward::Same;
         }
         let Some((portal, _)) = cstr(body) else {
             return Forward::Same;
         };
-        let class = self.portals.get(portal).copied().unwrap_or(Class::Other);
+        let (class, guard) = self
+            .portals
+            .get(portal)
+            .cloned()
+            .unwrap_or((Class::Other, None));
         if let Some(f) =
             self.poisoned_statement(shared, Some(class), Some(&b"dsql_local_refused"[..]))
         {
@@ -463,7 +616,23 @@ impl FrontendRules {
         let mut txn = self.txn.clone();
         match self.apply(&mut txn, class, Instant::now()) {
             Ok(()) => {
+                let start_guard = class == Class::Dml && !self.txn.explicit && !self.batch_guarded;
                 self.txn = txn;
+                if start_guard {
+                    // The first write of an implicit transaction: note the baseline first.
+                    self.batch_guarded = true;
+                    shared.push_guarded(self.rfq_seq, 0);
+                    let mut out = guard_messages(GUARD_START, &self.guard_start);
+                    out.extend_from_slice(frame);
+                    return Forward::Replace(out);
+                }
+                if let Some(guard) = guard {
+                    // A rule that needs the catalog: PostgreSQL checks it just before.
+                    shared.push_guarded(self.rfq_seq, 0);
+                    let mut out = guard_messages(GUARD_DDL, &guard);
+                    out.extend_from_slice(frame);
+                    return Forward::Replace(out);
+                }
                 Forward::Same
             }
             Err(refusal) => {
@@ -476,7 +645,7 @@ impl FrontendRules {
     }
 }
 
-fn remember(map: &mut HashMap<Vec<u8>, Class>, name: &[u8], class: Class) {
+fn remember(map: &mut HashMap<Vec<u8>, Known>, name: &[u8], class: Known) {
     if name.len() > MAX_NAME_LEN {
         return;
     }
@@ -507,6 +676,8 @@ pub(crate) enum Backward {
     Same,
     Replace(Vec<u8>),
     Drop,
+    /// These bytes, then the message as if `Same` (messages held back earlier).
+    Before(Vec<u8>),
 }
 
 /// The backend half's rules for one session.
@@ -518,6 +689,12 @@ pub(crate) struct BackendRules {
     swallowing: bool,
     /// The row limit was crossed inside a transaction block: report `E` until it ends.
     aborted_by_us: bool,
+    /// In a guarded implicit transaction: the last CloseComplete/ParseComplete/BindComplete
+    /// (at most three), held until it is known whether they answer the end guard.
+    held: Vec<Vec<u8>>,
+    /// A guarded implicit transaction crossed the row limit: everything up to ReadyForQuery
+    /// is dropped (the end guard rolls it back).
+    discarding: bool,
 }
 
 impl BackendRules {
@@ -528,15 +705,119 @@ impl BackendRules {
             rows: 0,
             swallowing: false,
             aborted_by_us: false,
+            held: Vec::new(),
+            discarding: false,
         }
     }
 
     /// Whether a message with this tag may need a change (the relay copies the others as bytes).
+    /// The small completions are held back in guarded transactions (see [`Self::held`]).
     pub(crate) fn interesting(tag: u8) -> bool {
-        matches!(tag, b'E' | b'C' | b'Z')
+        matches!(tag, b'E' | b'C' | b'Z' | b'1' | b'2' | b'3')
     }
 
+    /// Decides what to do with one upstream message (`frame`: whole, or only its 5-byte header
+    /// for the messages [`Self::interesting`] does not name).
     pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
+        if !self.swallowing
+            && let Some(shift) = shared.guarded_at(self.rfq_seen)
+        {
+            return self.on_guarded(shared, frame, shift);
+        }
+        self.on_plain(shared, frame)
+    }
+
+    /// A message of a guarded implicit transaction (see the module docs).
+    fn on_guarded(&mut self, shared: &SessionShared, frame: &[u8], shift: u32) -> Backward {
+        let tag = frame[0];
+        let body = &frame[5..];
+        if self.discarding {
+            if tag != b'Z' {
+                return Backward::Drop;
+            }
+            self.discarding = false;
+            self.held.clear();
+            return self.on_plain(shared, frame);
+        }
+        let decided = match tag {
+            b'1' | b'2' | b'3' => {
+                self.held.push(frame.to_vec());
+                return if self.held.len() > 3 {
+                    Backward::Replace(self.held.remove(0))
+                } else {
+                    Backward::Drop
+                };
+            }
+            // A guard's answer: the client never sees it (its own DO statements are refused).
+            b'C' if command_tag(body) == b"DO" => {
+                self.drop_guard_tail();
+                Backward::Drop
+            }
+            // The end guard found more rows than the gateway counted (rows written by
+            // statements whose tags carry no count): its error is DSQL's, pass it on.
+            b'E' if is_guard_error(body) => {
+                self.drop_guard_tail();
+                self.discarding = true;
+                Backward::Same
+            }
+            b'C' => {
+                let rows = modified_rows(body);
+                self.rows += rows;
+                if rows > 0 && self.rows > self.limits.max_rows {
+                    // The end guard rolls the transaction back; the client sees DSQL's error
+                    // here, at the statement that crossed, and nothing after it.
+                    self.rows = 0;
+                    self.discarding = true;
+                    Backward::Replace(crate::wire::error_response(
+                        "ERROR",
+                        PROGRAM_LIMIT_EXCEEDED,
+                        ROW_LIMIT,
+                        None,
+                    ))
+                } else {
+                    Backward::Same
+                }
+            }
+            b'E' if shift > 0 => match self.on_plain(shared, frame) {
+                Backward::Same => match shift_position(body, shift) {
+                    Some(fixed) => Backward::Replace(fixed),
+                    None => Backward::Same,
+                },
+                other => other,
+            },
+            _ => self.on_plain(shared, frame),
+        };
+        if self.held.is_empty() {
+            return decided;
+        }
+        let mut held: Vec<u8> = self.held.drain(..).flatten().collect();
+        match decided {
+            Backward::Same => Backward::Before(held),
+            Backward::Before(b) => {
+                held.extend_from_slice(&b);
+                Backward::Before(held)
+            }
+            Backward::Replace(b) => {
+                held.extend_from_slice(&b);
+                Backward::Replace(held)
+            }
+            Backward::Drop => Backward::Replace(held),
+        }
+    }
+
+    /// Forgets the held CloseComplete, ParseComplete, BindComplete that answered a guard.
+    fn drop_guard_tail(&mut self) {
+        let n = self.held.len();
+        if n >= 3
+            && self.held[n - 3][0] == b'3'
+            && self.held[n - 2][0] == b'1'
+            && self.held[n - 1][0] == b'2'
+        {
+            self.held.truncate(n - 3);
+        }
+    }
+
+    fn on_plain(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
         let tag = frame[0];
         let body = &frame[5..];
         if self.swallowing {
@@ -636,6 +917,50 @@ fn modified_rows(body: &[u8]) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// The tag of a CommandComplete body, without its NUL.
+fn command_tag(body: &[u8]) -> &[u8] {
+    cstr(body).map(|(t, _)| t).unwrap_or(body)
+}
+
+/// Whether an ErrorResponse body is a guard's error: DSQL's row-limit error (the end guard's)
+/// or the refusal of a primary-key column's drop.
+fn is_guard_error(body: &[u8]) -> bool {
+    let fields = crate::wire::error_fields(body);
+    let field = |k: u8| {
+        fields
+            .iter()
+            .find(|(t, _)| *t == k)
+            .map(|(_, v)| v.as_str())
+    };
+    match (field(b'C'), field(b'M')) {
+        (Some(PROGRAM_LIMIT_EXCEEDED), Some(m)) => m == ROW_LIMIT,
+        (Some(dialect::FEATURE_NOT_SUPPORTED), Some(m)) => {
+            m.starts_with(dialect::PRIMARY_KEY_COLUMN)
+        }
+        _ => false,
+    }
+}
+
+/// An ErrorResponse whose position (`P`, in characters of the query string) points into the
+/// client's text again, after a start guard of `shift` characters was put before it.
+fn shift_position(body: &[u8], shift: u32) -> Option<Vec<u8>> {
+    let fields = crate::wire::error_fields(body);
+    let pos: u32 = fields.iter().find(|(t, _)| *t == b'P')?.1.parse().ok()?;
+    let fixed = pos.saturating_sub(shift).max(1).to_string();
+    let mut out = Vec::with_capacity(body.len());
+    for (t, v) in &fields {
+        out.push(*t);
+        out.extend_from_slice(if *t == b'P' {
+            fixed.as_bytes()
+        } else {
+            v.as_bytes()
+        });
+        out.push(0);
+    }
+    out.push(0);
+    Some(crate::wire::message(b'E', &out))
 }
 
 /// Whether an ErrorResponse body is PostgreSQL's syntax error at `marker`.

@@ -1,0 +1,211 @@
+//! DSQL's row limit for autocommit statements: a statement outside a transaction block that
+//! crosses `max_transaction_rows` fails with 54000 and keeps nothing, in the simple protocol
+//! (one statement or several in one query string), in the extended protocol, and when the
+//! client pipelines; sessions below the limit see exactly what PostgreSQL sends.
+
+mod support;
+
+use dsql_local::LocalDsql;
+use support::*;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::ErrorPosition;
+
+const LIMIT: u64 = 10;
+const ROW_LIMIT: (&str, &str) = ("54000", "transaction row limit exceeded");
+
+async fn setup() -> (LocalDsql, tokio_postgres::Client) {
+    let dsql = start(LocalDsql::builder().max_transaction_rows(LIMIT)).await;
+    let (c, _conn) = connect(&dsql, &Dial::new(&dsql, "admin"), &token(&dsql, "admin"))
+        .await
+        .expect("connect");
+    c.batch_execute("CREATE TABLE r (id int PRIMARY KEY)")
+        .await
+        .expect("setup");
+    (dsql, c)
+}
+
+async fn rows(c: &tokio_postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM r", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+fn err(e: &tokio_postgres::Error) -> (String, String) {
+    db_error(e)
+}
+
+fn owned(e: (&str, &str)) -> (String, String) {
+    (e.0.into(), e.1.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_autocommit_statement_over_the_limit_keeps_nothing() {
+    let (_dsql, c) = setup().await;
+    let e = c
+        .batch_execute("INSERT INTO r SELECT g FROM generate_series(1, 11) g")
+        .await
+        .expect_err("11 rows");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    assert_eq!(rows(&c).await, 0, "the crossing statement was rolled back");
+    // Exactly the limit commits, and the session goes on as before.
+    c.batch_execute("INSERT INTO r SELECT g FROM generate_series(1, 10) g")
+        .await
+        .expect("10 rows");
+    assert_eq!(rows(&c).await, 10);
+    c.batch_execute("UPDATE r SET id = id + 100")
+        .await
+        .expect("an UPDATE of exactly the limit");
+    c.batch_execute("INSERT INTO r VALUES (1)")
+        .await
+        .expect("one more row in its own transaction");
+    let e = c
+        .batch_execute("DELETE FROM r")
+        .await
+        .expect_err("a DELETE of 11 rows");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    assert_eq!(rows(&c).await, 11, "the DELETE kept nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_statements_in_one_query_string_are_one_transaction() {
+    let (_dsql, c) = setup().await;
+    // Each statement is under the limit, together they cross it at the second INSERT: the
+    // client sees the results before it, then the error, and nothing of what follows.
+    let e = c
+        .simple_query(
+            "INSERT INTO r SELECT g FROM generate_series(1, 6) g; \
+             INSERT INTO r SELECT g FROM generate_series(7, 12) g; SELECT 42",
+        )
+        .await
+        .expect_err("12 rows in one implicit transaction");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    assert_eq!(
+        rows(&c).await,
+        0,
+        "nothing of the implicit transaction was kept"
+    );
+
+    // Below the limit the client gets exactly PostgreSQL's answers, no guard's.
+    let messages = c
+        .simple_query(
+            "INSERT INTO r VALUES (1), (2); SELECT 42 AS answer; DELETE FROM r WHERE id = 2",
+        )
+        .await
+        .expect("three statements");
+    let shape: Vec<String> = messages
+        .iter()
+        .map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => format!("complete {n}"),
+            SimpleQueryMessage::Row(r) => format!("row {}", r.get(0).unwrap_or("")),
+            SimpleQueryMessage::RowDescription(_) => "description".into(),
+            _ => "other".into(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "complete 2",
+            "description",
+            "row 42",
+            "complete 1",
+            "complete 1"
+        ],
+        "{messages:?}"
+    );
+    assert_eq!(rows(&c).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_extended_protocol_rolls_back_at_sync() {
+    let (_dsql, c) = setup().await;
+    let insert = c
+        .prepare("INSERT INTO r SELECT g FROM generate_series($1::int, $2::int) g")
+        .await
+        .expect("prepare");
+    let e = c
+        .execute(&insert, &[&1i32, &11i32])
+        .await
+        .expect_err("11 rows");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    assert_eq!(rows(&c).await, 0, "the crossing statement was rolled back");
+    // The same prepared statement, below the limit: the guards' statements and portals never
+    // collide with the client's, however often they run.
+    for i in 0..3 {
+        let n = c
+            .execute(&insert, &[&(i * 10 + 1), &(i * 10 + 10)])
+            .await
+            .expect("10 rows");
+        assert_eq!(n, 10);
+    }
+    assert_eq!(rows(&c).await, 30);
+    // The unnamed statement (what libpq's PQexecParams uses) is untouched too.
+    let n = c
+        .execute("DELETE FROM r WHERE id <= $1", &[&5i32])
+        .await
+        .expect("5 rows");
+    assert_eq!(n, 5);
+    let e = c
+        .execute("DELETE FROM r WHERE id > $1", &[&0i32])
+        .await
+        .expect_err("25 rows");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    assert_eq!(rows(&c).await, 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_statements_keep_their_own_outcomes() {
+    let (_dsql, c) = setup().await;
+    let insert = c
+        .prepare("INSERT INTO r SELECT g FROM generate_series($1::int, $2::int) g")
+        .await
+        .expect("prepare");
+    // tokio-postgres sends all four before reading the first answer.
+    let (a, b, d, e) = tokio::join!(
+        c.execute(&insert, &[&1i32, &5i32]),
+        c.execute(&insert, &[&100i32, &111i32]),
+        c.execute(&insert, &[&6i32, &8i32]),
+        c.query_one("SELECT count(*) FROM r", &[]),
+    );
+    assert_eq!(a.expect("5 rows"), 5);
+    assert_eq!(err(&b.expect_err("12 rows")), owned(ROW_LIMIT));
+    assert_eq!(d.expect("3 rows"), 3);
+    assert_eq!(e.expect("count").get::<_, i64>(0), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_transactions_do_not_count_against_an_autocommit_statement() {
+    let (_dsql, c) = setup().await;
+    // PostgreSQL keeps recent transactions' row counts in its per-transaction statistics for
+    // up to a second: a guard that read them raw would refuse these.
+    c.batch_execute("BEGIN; INSERT INTO r SELECT g FROM generate_series(1, 8) g; COMMIT")
+        .await
+        .expect("8 rows in an explicit transaction");
+    c.batch_execute("BEGIN").await.expect("begin");
+    c.execute(
+        "INSERT INTO r SELECT g FROM generate_series(100, 107) g",
+        &[],
+    )
+    .await
+    .expect("8 rows");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    c.batch_execute("INSERT INTO r SELECT g FROM generate_series(9, 16) g")
+        .await
+        .expect("8 more rows, autocommit");
+    c.execute("DELETE FROM r WHERE id > $1", &[&8i32])
+        .await
+        .expect("8 rows deleted, autocommit");
+    assert_eq!(rows(&c).await, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_positions_point_into_the_clients_text() {
+    let (_dsql, c) = setup().await;
+    let sql = "INSERT INTO r VALUES (1); INSERT INTO no_such_table VALUES (1)";
+    let e = c.batch_execute(sql).await.expect_err("unknown table");
+    let db = e.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "42P01");
+    let at = sql.find("no_such_table").expect("in the text") as u32 + 1;
+    assert_eq!(db.position(), Some(&ErrorPosition::Original(at)));
+    assert_eq!(rows(&c).await, 0);
+}
