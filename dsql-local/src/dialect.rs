@@ -39,6 +39,9 @@ pub(crate) enum Class {
     Ddl,
     /// Writes rows: never in a transaction with DDL.
     Dml,
+    /// `COPY ... FROM STDIN`: writes rows, and puts the session in copy-in mode (PostgreSQL
+    /// ignores Sync until CopyDone or CopyFail).
+    CopyFrom,
     /// `BEGIN` / `START TRANSACTION` (isolation already checked).
     Begin,
     /// `COMMIT` / `END`.
@@ -47,6 +50,13 @@ pub(crate) enum Class {
     Rollback,
     /// Anything else (queries, SET, SHOW, ...).
     Other,
+}
+
+impl Class {
+    /// Whether statements of this class write rows (DML for the transaction rules).
+    pub(crate) fn writes(self) -> bool {
+        matches!(self, Class::Dml | Class::CopyFrom)
+    }
 }
 
 /// The outcome of checking one query string.
@@ -314,6 +324,7 @@ fn check_statement(node: &NodeEnum, is_async: bool) -> Result<Class, Refusal> {
             Class::Other
         }
         N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) => Class::Dml,
+        N::CopyStmt(c) if c.is_from && c.filename.is_empty() && !c.is_program => Class::CopyFrom,
         N::CopyStmt(c) if c.is_from => Class::Dml,
         N::MergeStmt(_) => return Err(Refusal::unsupported("unsupported statement type: MERGE")),
         N::VacuumStmt(v) if v.is_vacuumcmd => {

@@ -148,6 +148,8 @@ pub(crate) struct FrontendRules {
     /// The current extended-protocol batch started an implicit transaction that writes rows:
     /// its start guard was sent; the end guard goes before its Sync.
     batch_guarded: bool,
+    /// An extended-protocol `COPY ... FROM STDIN` was executed and has not ended yet.
+    copy_in: bool,
     guard_start: String,
     guard_end: String,
 }
@@ -236,6 +238,7 @@ impl FrontendRules {
             statements: HashMap::new(),
             portals: HashMap::new(),
             batch_guarded: false,
+            copy_in: false,
             guard_start: guard_start_sql(),
             guard_end: guard_end_sql(limits.max_rows),
         }
@@ -291,7 +294,7 @@ impl FrontendRules {
                 }
                 txn.ddl += 1;
             }
-            Class::Dml => {
+            Class::Dml | Class::CopyFrom => {
                 if txn.ddl > 0 {
                     return Err(Refusal::unsupported_txn(DDL_AND_DML));
                 }
@@ -357,7 +360,7 @@ impl FrontendRules {
                         .get(stmt)
                         .cloned()
                         .unwrap_or((Class::Other, None));
-                    if known.0 == Class::Dml {
+                    if known.0.writes() {
                         self.txn.bytes += body.len() as u64;
                     }
                     remember(&mut self.portals, portal, known);
@@ -376,6 +379,8 @@ impl FrontendRules {
                 }
                 Forward::Same
             }
+            // A Sync inside copy-in mode is ignored by PostgreSQL (no ReadyForQuery).
+            b'S' if self.copy_in => Forward::Same,
             b'S' => {
                 self.skipping = false;
                 let end_guard = self.batch_guarded && !self.txn.explicit;
@@ -403,8 +408,11 @@ impl FrontendRules {
     /// A message the relay forwards without looking inside (CopyData counts towards the
     /// transaction's size).
     pub(crate) fn on_uninspected(&mut self, tag: u8, len: usize) {
-        if tag == b'd' {
-            self.txn.bytes += len as u64;
+        match tag {
+            b'd' => self.txn.bytes += len as u64,
+            // CopyDone, CopyFail: the copy is over; the next Sync counts again.
+            b'c' | b'f' => self.copy_in = false,
+            _ => {}
         }
     }
 
@@ -484,14 +492,14 @@ impl FrontendRules {
                 }
                 return Forward::Replace(out);
             }
-            if *class == Class::Dml {
+            if class.writes() {
                 txn.bytes += sql.len() as u64;
             }
         }
         // A simple query outside a transaction block is its own implicit transaction.
         let implicit_write = !self.txn.explicit
             && !txn.explicit
-            && checked.classes.contains(&Class::Dml)
+            && checked.classes.iter().any(|c| c.writes())
             && !checked
                 .classes
                 .iter()
@@ -616,8 +624,10 @@ impl FrontendRules {
         let mut txn = self.txn.clone();
         match self.apply(&mut txn, class, Instant::now()) {
             Ok(()) => {
-                let start_guard = class == Class::Dml && !self.txn.explicit && !self.batch_guarded;
+                let start_guard = class.writes() && !self.txn.explicit && !self.batch_guarded;
                 self.txn = txn;
+                // PostgreSQL ignores Sync until the copy ends: so must the predictions.
+                self.copy_in = class == Class::CopyFrom;
                 if start_guard {
                     // The first write of an implicit transaction: note the baseline first.
                     self.batch_guarded = true;
@@ -695,6 +705,8 @@ pub(crate) struct BackendRules {
     /// A guarded implicit transaction crossed the row limit: everything up to ReadyForQuery
     /// is dropped (the end guard rolls it back).
     discarding: bool,
+    /// A CopyInResponse came: the next CommandComplete (`COPY n`) counts written rows.
+    copy_from: bool,
 }
 
 impl BackendRules {
@@ -707,6 +719,7 @@ impl BackendRules {
             aborted_by_us: false,
             held: Vec::new(),
             discarding: false,
+            copy_from: false,
         }
     }
 
@@ -719,6 +732,9 @@ impl BackendRules {
     /// Decides what to do with one upstream message (`frame`: whole, or only its 5-byte header
     /// for the messages [`Self::interesting`] does not name).
     pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
+        if frame[0] == b'G' {
+            self.copy_from = true;
+        }
         if !self.swallowing
             && let Some(shift) = shared.guarded_at(self.rfq_seen)
         {
@@ -761,7 +777,7 @@ impl BackendRules {
                 Backward::Same
             }
             b'C' => {
-                let rows = modified_rows(body);
+                let rows = modified_rows(body, std::mem::take(&mut self.copy_from));
                 self.rows += rows;
                 if rows > 0 && self.rows > self.limits.max_rows {
                     // The end guard rolls the transaction back; the client sees DSQL's error
@@ -863,7 +879,7 @@ impl BackendRules {
         }
         match tag {
             b'C' => {
-                let rows = modified_rows(body);
+                let rows = modified_rows(body, std::mem::take(&mut self.copy_from));
                 if rows > 0 {
                     self.rows += rows;
                     if self.rows > self.limits.max_rows {
@@ -904,14 +920,16 @@ impl BackendRules {
     }
 }
 
-/// Rows written according to a CommandComplete tag (`INSERT 0 n`, `UPDATE n`, `DELETE n`, `MERGE n`).
-fn modified_rows(body: &[u8]) -> u64 {
+/// Rows written according to a CommandComplete tag (`INSERT 0 n`, `UPDATE n`, `DELETE n`,
+/// `MERGE n`, and `COPY n` when it answers a copy in: `copy_from`).
+fn modified_rows(body: &[u8], copy_from: bool) -> u64 {
     let tag = cstr(body).map(|(t, _)| t).unwrap_or(body);
     let Ok(tag) = std::str::from_utf8(tag) else {
         return 0;
     };
     let mut words = tag.split(' ');
     match words.next() {
+        Some("COPY") if copy_from => words.next_back().and_then(|n| n.parse().ok()).unwrap_or(0),
         Some("INSERT" | "UPDATE" | "DELETE" | "MERGE") => {
             words.next_back().and_then(|n| n.parse().ok()).unwrap_or(0)
         }
@@ -976,10 +994,12 @@ mod tests {
 
     #[test]
     fn command_complete_tags_give_rows() {
-        assert_eq!(modified_rows(b"INSERT 0 12\0"), 12);
-        assert_eq!(modified_rows(b"UPDATE 3\0"), 3);
-        assert_eq!(modified_rows(b"SELECT 5\0"), 0);
-        assert_eq!(modified_rows(b"\xff\0"), 0);
+        assert_eq!(modified_rows(b"INSERT 0 12\0", false), 12);
+        assert_eq!(modified_rows(b"UPDATE 3\0", false), 3);
+        assert_eq!(modified_rows(b"SELECT 5\0", false), 0);
+        assert_eq!(modified_rows(b"\xff\0", false), 0);
+        assert_eq!(modified_rows(b"COPY 7\0", true), 7);
+        assert_eq!(modified_rows(b"COPY 7\0", false), 0, "COPY TO reads rows");
     }
 
     #[test]
