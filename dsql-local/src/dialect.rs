@@ -76,14 +76,7 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
     let (parse_text, asyncs) = strip_async(sql);
     let parsed = match pg_query::parse(&parse_text, 0) {
         Ok(p) => p,
-        // Not PostgreSQL: the upstream reports the syntax error itself.
-        Err(_) => {
-            return Ok(Checked {
-                classes: Vec::new(),
-                rewritten: None,
-                guard: None,
-            });
-        }
+        Err(e) => return unparsed(&e),
     };
     let mut classes = Vec::with_capacity(parsed.protobuf.stmts.len());
     let mut rewritten_parts: Vec<String> = Vec::new();
@@ -202,6 +195,39 @@ fn primary_key_guard(columns: &[(String, String)]) -> String {
          END$dsql_local_guard$",
         values.join(", ")
     )
+}
+
+/// Statements nested too deeply for the checker (libpg_query's own stack and depth limits,
+/// and the protobuf decoder's limit of 100 levels: about 25 nested subqueries or 50 chained
+/// operators). Inference: PostgreSQL refuses deeper nesting with this SQLSTATE.
+pub(crate) const TOO_COMPLEX: &str = "54001";
+
+/// What a query string that libpg_query could not parse gets.
+fn unparsed(e: &pg_query::Error) -> Result<Checked, Refusal> {
+    let too_deep = match e {
+        pg_query::Error::Decode(_) => true,
+        pg_query::Error::Parse(m) => {
+            m.contains("stack depth limit exceeded")
+                || m.contains("memory exhausted")
+                || m.contains("nested too deeply")
+        }
+        _ => false,
+    };
+    if too_deep {
+        // Unchecked text must not reach PostgreSQL, which may well accept it: every
+        // statement in the string would escape the rules.
+        return Err(Refusal {
+            code: TOO_COMPLEX,
+            message: "statement is nested too deeply for dsql-local to check; flatten nested subqueries or long operator chains".into(),
+        });
+    }
+    // Not PostgreSQL: the upstream reports the syntax error itself (it parses the whole
+    // string before running any of it).
+    Ok(Checked {
+        classes: Vec::new(),
+        rewritten: None,
+        guard: None,
+    })
 }
 
 fn check_from(node: &pg_query::protobuf::Node) -> Result<(), Refusal> {
@@ -830,6 +856,30 @@ mod tests {
                 .rewritten
                 .is_none()
         );
+    }
+
+    #[test]
+    fn nesting_too_deep_to_check_is_refused_not_passed_through() {
+        for sql in [
+            format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000)),
+            format!(
+                "SELECT {}1{}",
+                "(SELECT ".repeat(10_000),
+                ")".repeat(10_000)
+            ),
+            format!(
+                "TRUNCATE t; SELECT {}1{}",
+                "(SELECT ".repeat(30),
+                ")".repeat(30)
+            ),
+            format!("SELECT 1{}", "+1".repeat(100_000)),
+        ] {
+            assert_eq!(refused(&sql).code, TOO_COMPLEX, "{}", &sql[..40]);
+        }
+        // Shallower nesting is checked as usual; real syntax errors are PostgreSQL's to report.
+        let ok = format!("SELECT {}1{}", "(SELECT ".repeat(10), ")".repeat(10));
+        assert_eq!(check(&ok).unwrap().classes, vec![Class::Other]);
+        assert!(check("SELEKT 1").unwrap().classes.is_empty());
     }
 
     #[test]

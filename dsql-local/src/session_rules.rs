@@ -42,6 +42,9 @@ const ROW_LIMIT: &str = "transaction row limit exceeded";
 const SIZE_LIMIT: &str = "transaction size limit 10mb exceeded";
 const ABORTED: &str =
     "current transaction is aborted, commands ignored until end of transaction block";
+/// Largest client message the rules look inside (Query, Parse, Bind, ...); bigger ones are
+/// refused without being held whole (see [`FrontendRules::on_oversized`]).
+pub(crate) const MAX_CHECKED_MESSAGE: usize = 16 << 20;
 /// Most pending substitutions kept per session (refusals whose answer has not come back yet).
 const MAX_PENDING: usize = 4096;
 /// Most prepared statements / portals whose class is remembered per session.
@@ -402,6 +405,48 @@ impl FrontendRules {
                 Forward::Same
             }
             _ => Forward::Same,
+        }
+    }
+
+    /// A message the rules would check but that is too big to hold (`len` bytes): refused
+    /// with a clear error in its place; the relay drops its bytes as they arrive. Returns what
+    /// to send upstream instead.
+    pub(crate) fn on_oversized(&mut self, shared: &SessionShared, tag: u8, len: usize) -> Vec<u8> {
+        let refusal = Refusal {
+            code: PROGRAM_LIMIT_EXCEEDED,
+            // Inference: DSQL's own limit on a statement's size is not documented (its rows
+            // are at most 2 MiB, a transaction's changes 10 MiB); this one is ours.
+            message: format!(
+                "message of {len} bytes is over dsql-local's limit of {} MiB for a statement and its parameters; send less data per statement",
+                MAX_CHECKED_MESSAGE >> 20
+            ),
+        };
+        let extended = &b"dsql_local_refused"[..];
+        match tag {
+            // Query and FunctionCall are each answered with ReadyForQuery.
+            b'Q' | b'F' => {
+                let out = self.refuse(shared, refusal, None);
+                self.after_refusal();
+                self.rfq_seq += 1;
+                out
+            }
+            // Not a Sync PostgreSQL would take: refuse, then a real Sync in its place.
+            b'S' => {
+                let mut out = self.refuse(shared, refusal, Some(extended));
+                self.after_refusal();
+                let sync = crate::wire::message(b'S', &[]);
+                match self.on_message(shared, &sync) {
+                    Forward::Same => out.extend_from_slice(&sync),
+                    Forward::Replace(b) => out.extend_from_slice(&b),
+                }
+                out
+            }
+            _ if self.skipping => Vec::new(),
+            _ => {
+                let out = self.refuse(shared, refusal, Some(extended));
+                self.after_refusal();
+                out
+            }
         }
     }
 
