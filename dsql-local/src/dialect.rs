@@ -5,7 +5,10 @@
 //! Classification uses PostgreSQL's own grammar (libpg_query, through `pg_query`), so node
 //! names in `unsupported statement: <name>` are PostgreSQL's parse node names without the
 //! `Stmt` suffix, as DSQL reports them. Text that does not parse is passed through untouched:
-//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would.
+//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would. Text that is
+//! too deeply nested for the checker is refused (54001), never passed through unchecked.
+//! Dropping a primary-key column needs the catalog: `check` returns a guard statement that
+//! PostgreSQL runs just before it (see [`Checked::guard`]).
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::{
