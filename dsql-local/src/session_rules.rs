@@ -79,9 +79,19 @@ pub(crate) struct SessionShared {
     poisoned: AtomicBool,
     /// Refusals made in this session (for the gateway's counters).
     pub(crate) refused: AtomicU64,
-    /// Implicit transactions wrapped in row-limit guards: (ReadyForQuery count before the
-    /// answer, how far the client's text was moved right by the start guard).
-    guarded: Mutex<VecDeque<(u64, u32)>>,
+    /// Batches with guard statements, in order.
+    guarded: Mutex<VecDeque<Guarded>>,
+}
+
+/// A batch (up to one ReadyForQuery) in which the frontend half sent guard statements.
+#[derive(Debug, Clone, Copy)]
+struct Guarded {
+    /// ReadyForQuery count before the batch's answer.
+    seq: u64,
+    /// How far the client's text was moved right by a guard put before it (simple protocol).
+    shift: u32,
+    /// Guards sent as extended-protocol messages.
+    extended: u32,
 }
 
 impl SessionShared {
@@ -94,25 +104,35 @@ impl SessionShared {
         }
     }
 
-    fn push_guarded(&self, seq: u64, shift: u32) {
+    /// Notes guards sent in the batch answered before ReadyForQuery number `seq`: `shift` of
+    /// the client's text (simple protocol), `extended` guard messages groups (each answered by
+    /// CloseComplete, ParseComplete, BindComplete, then `DO` or an error).
+    fn push_guarded(&self, seq: u64, shift: u32, extended: u32) {
         if let Ok(mut q) = self.guarded.lock() {
+            if let Some(last) = q.back_mut()
+                && last.seq == seq
+            {
+                last.extended += extended;
+                return;
+            }
             if q.len() >= MAX_PENDING {
                 q.pop_front();
             }
-            q.push_back((seq, shift));
+            q.push_back(Guarded {
+                seq,
+                shift,
+                extended,
+            });
         }
     }
 
-    /// The start guard's shift of the batch answered before ReadyForQuery number `seq`, if that
-    /// batch is a guarded implicit transaction.
-    fn guarded_at(&self, seq: u64) -> Option<u32> {
+    /// The guards of the batch answered before ReadyForQuery number `seq`, if it has any.
+    fn guarded_at(&self, seq: u64) -> Option<Guarded> {
         let mut q = self.guarded.lock().ok()?;
-        while q.front().is_some_and(|(s, _)| *s < seq) {
+        while q.front().is_some_and(|g| g.seq < seq) {
             q.pop_front();
         }
-        q.front()
-            .filter(|(s, _)| *s == seq)
-            .map(|(_, shift)| *shift)
+        q.front().filter(|g| g.seq == seq).copied()
     }
 }
 
@@ -392,6 +412,9 @@ impl FrontendRules {
                     self.txn = Txn::default();
                 }
                 self.portals.retain(|k, _| !k.is_empty());
+                if end_guard {
+                    shared.push_guarded(self.rfq_seq, 0, 1);
+                }
                 self.rfq_seq += 1;
                 if end_guard {
                     let mut out = guard_messages(GUARD_END, &self.guard_end);
@@ -579,7 +602,7 @@ impl FrontendRules {
                 q.extend_from_slice(after.as_bytes());
             }
             q.push(0);
-            shared.push_guarded(self.rfq_seq, shift);
+            shared.push_guarded(self.rfq_seq, shift, 0);
             return Forward::Replace(crate::wire::message(b'Q', &q));
         }
         match checked.rewritten {
@@ -676,14 +699,14 @@ impl FrontendRules {
                 if start_guard {
                     // The first write of an implicit transaction: note the baseline first.
                     self.batch_guarded = true;
-                    shared.push_guarded(self.rfq_seq, 0);
+                    shared.push_guarded(self.rfq_seq, 0, 1);
                     let mut out = guard_messages(GUARD_START, &self.guard_start);
                     out.extend_from_slice(frame);
                     return Forward::Replace(out);
                 }
                 if let Some(guard) = guard {
                     // A rule that needs the catalog: PostgreSQL checks it just before.
-                    shared.push_guarded(self.rfq_seq, 0);
+                    shared.push_guarded(self.rfq_seq, 0, 1);
                     let mut out = guard_messages(GUARD_DDL, &guard);
                     out.extend_from_slice(frame);
                     return Forward::Replace(out);
@@ -752,6 +775,8 @@ pub(crate) struct BackendRules {
     discarding: bool,
     /// A CopyInResponse came: the next CommandComplete (`COPY n`) counts written rows.
     copy_from: bool,
+    /// Extended-protocol guards of the current batch whose answer came.
+    guards_answered: u32,
 }
 
 impl BackendRules {
@@ -765,6 +790,7 @@ impl BackendRules {
             held: Vec::new(),
             discarding: false,
             copy_from: false,
+            guards_answered: 0,
         }
     }
 
@@ -777,21 +803,24 @@ impl BackendRules {
     /// Decides what to do with one upstream message (`frame`: whole, or only its 5-byte header
     /// for the messages [`Self::interesting`] does not name).
     pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
-        if frame[0] == b'G' {
-            self.copy_from = true;
+        match frame[0] {
+            b'G' => self.copy_from = true,
+            b'Z' => self.guards_answered = 0,
+            _ => {}
         }
         if !self.swallowing
-            && let Some(shift) = shared.guarded_at(self.rfq_seen)
+            && let Some(guarded) = shared.guarded_at(self.rfq_seen)
         {
-            return self.on_guarded(shared, frame, shift);
+            return self.on_guarded(shared, frame, guarded);
         }
         self.on_plain(shared, frame)
     }
 
     /// A message of a guarded implicit transaction (see the module docs).
-    fn on_guarded(&mut self, shared: &SessionShared, frame: &[u8], shift: u32) -> Backward {
+    fn on_guarded(&mut self, shared: &SessionShared, frame: &[u8], guarded: Guarded) -> Backward {
         let tag = frame[0];
         let body = &frame[5..];
+        let shift = guarded.shift;
         if self.discarding {
             if tag != b'Z' {
                 return Backward::Drop;
@@ -801,7 +830,9 @@ impl BackendRules {
             return self.on_plain(shared, frame);
         }
         let decided = match tag {
-            b'1' | b'2' | b'3' => {
+            // Held only while a guard's answer is still to come (so more output surely
+            // follows): a client waiting on a Flush for its own completions never waits on us.
+            b'1' | b'2' | b'3' if guarded.extended > self.guards_answered => {
                 self.held.push(frame.to_vec());
                 return if self.held.len() > 3 {
                     Backward::Replace(self.held.remove(0))
@@ -811,12 +842,14 @@ impl BackendRules {
             }
             // A guard's answer: the client never sees it (its own DO statements are refused).
             b'C' if command_tag(body) == b"DO" => {
+                self.guards_answered += 1;
                 self.drop_guard_tail();
                 Backward::Drop
             }
             // The end guard found more rows than the gateway counted (rows written by
             // statements whose tags carry no count): its error is DSQL's, pass it on.
             b'E' if is_guard_error(body) => {
+                self.guards_answered += 1;
                 self.drop_guard_tail();
                 self.discarding = true;
                 Backward::Same

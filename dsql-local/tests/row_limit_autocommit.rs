@@ -243,3 +243,73 @@ async fn copy_from_stdin_counts_and_keeps_working() {
         5
     );
 }
+
+/// A frontend message.
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+fn bind(stmt: &str) -> Vec<u8> {
+    msg(b'B', format!("\0{stmt}\0\0\0\0\0\0\0").as_bytes())
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wire_shows_only_the_clients_answers_even_between_flushes() {
+    use tokio::io::AsyncWriteExt;
+    let (dsql, _c) = setup().await;
+    let mut s = at_password_prompt(&dsql, "admin").await;
+    s.write_all(&password_message(&token(&dsql, "admin")))
+        .await
+        .expect("password");
+    while read_backend_message(&mut s).await.expect("login").0 != b'Z' {}
+    let mut expect = async |s: &mut _, tags: &[u8]| {
+        let mut got = Vec::new();
+        while got.len() < tags.len() {
+            let (tag, body) = tokio::time::timeout(GUARD, read_backend_message(s))
+                .await
+                .expect("an answer, not a hang")
+                .expect("a message");
+            got.push(tag);
+            if tag == b'E' {
+                panic!("error: {}", String::from_utf8_lossy(&body));
+            }
+        }
+        assert_eq!(got, tags, "{:?}", String::from_utf8_lossy(&got));
+    };
+    // A write in an implicit transaction (the gateway puts its start guard before it), then
+    // Flush: the client sees exactly its ParseComplete, BindComplete, CommandComplete.
+    let mut out = parse("", "INSERT INTO r VALUES (1)");
+    out.extend(bind(""));
+    out.extend(execute());
+    out.extend(msg(b'H', b""));
+    s.write_all(&out).await.expect("send");
+    expect(&mut s, b"12C").await;
+    // More of the same batch, waiting on a Flush for the completions before going on.
+    let mut out = parse("s2", "SELECT 1");
+    out.extend(bind("s2"));
+    out.extend(msg(b'H', b""));
+    s.write_all(&out).await.expect("send");
+    expect(&mut s, b"12").await;
+    // Then Execute and Sync: the end guard's answers never show either.
+    let mut out = execute();
+    out.extend(msg(b'S', b""));
+    s.write_all(&out).await.expect("send");
+    expect(&mut s, b"DCZ").await;
+    // The next batch reuses the statement; still only the client's answers.
+    let mut out = bind("s2");
+    out.extend(execute());
+    out.extend(msg(b'S', b""));
+    s.write_all(&out).await.expect("send");
+    expect(&mut s, b"2DCZ").await;
+}
