@@ -273,7 +273,7 @@ async fn the_wire_shows_only_the_clients_answers_even_between_flushes() {
         .await
         .expect("password");
     while read_backend_message(&mut s).await.expect("login").0 != b'Z' {}
-    let mut expect = async |s: &mut _, tags: &[u8]| {
+    let expect = async |s: &mut _, tags: &[u8]| {
         let mut got = Vec::new();
         while got.len() < tags.len() {
             let (tag, body) = tokio::time::timeout(GUARD, read_backend_message(s))
