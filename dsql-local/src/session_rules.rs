@@ -851,8 +851,12 @@ impl BackendRules {
             }
             // The end guard found more rows than the gateway counted (rows written by
             // statements whose tags carry no count): its error is DSQL's, pass it on.
-            b'E' if is_guard_error(body) => {
+            b'E' if let Some(kind) = guard_error(body) => {
                 self.guards_answered += 1;
+                if kind == GuardError::Refusal {
+                    // A refused statement (a primary-key column's drop), for the counters.
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
+                }
                 self.drop_guard_tail();
                 self.discarding = true;
                 Backward::Same
@@ -1023,9 +1027,17 @@ fn command_tag(body: &[u8]) -> &[u8] {
     cstr(body).map(|(t, _)| t).unwrap_or(body)
 }
 
-/// Whether an ErrorResponse body is a guard's error: DSQL's row-limit error (the end guard's)
-/// or the refusal of a primary-key column's drop.
-fn is_guard_error(body: &[u8]) -> bool {
+/// The errors guard statements raise.
+#[derive(Debug, PartialEq, Eq)]
+enum GuardError {
+    /// DSQL's row-limit error (the end guard's).
+    RowLimit,
+    /// A refused statement (a primary-key column's drop).
+    Refusal,
+}
+
+/// Which guard's error an ErrorResponse body is, if any.
+fn guard_error(body: &[u8]) -> Option<GuardError> {
     let fields = crate::wire::error_fields(body);
     let field = |k: u8| {
         fields
@@ -1034,11 +1046,13 @@ fn is_guard_error(body: &[u8]) -> bool {
             .map(|(_, v)| v.as_str())
     };
     match (field(b'C'), field(b'M')) {
-        (Some(PROGRAM_LIMIT_EXCEEDED), Some(m)) => m == ROW_LIMIT,
-        (Some(dialect::FEATURE_NOT_SUPPORTED), Some(m)) => {
-            m.starts_with(dialect::PRIMARY_KEY_COLUMN)
+        (Some(PROGRAM_LIMIT_EXCEEDED), Some(ROW_LIMIT)) => Some(GuardError::RowLimit),
+        (Some(dialect::FEATURE_NOT_SUPPORTED), Some(m))
+            if m.starts_with(dialect::PRIMARY_KEY_COLUMN) =>
+        {
+            Some(GuardError::Refusal)
         }
-        _ => false,
+        _ => None,
     }
 }
 

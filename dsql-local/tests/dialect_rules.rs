@@ -672,6 +672,7 @@ async fn a_primary_key_column_cannot_be_dropped() {
         c.batch_execute(setup).await.expect(setup);
     }
     let refused = |col: &str| ("0A000".to_owned(), format!("{REFUSED} \"{col}\""));
+    let counted_before = dsql.counters().statements_refused();
     // Simple protocol, extended protocol, and inside a transaction block (which it aborts).
     let e = c
         .batch_execute("ALTER TABLE pk1 DROP COLUMN id")
@@ -730,4 +731,9 @@ async fn a_primary_key_column_cannot_be_dropped() {
     c.batch_execute("INSERT INTO pk1 VALUES (gen_random_uuid(), 1)")
         .await
         .expect("insert");
+    assert_eq!(
+        dsql.counters().statements_refused() - counted_before,
+        4,
+        "each refused drop is counted"
+    );
 }
