@@ -885,6 +885,39 @@ mod tests {
         assert!(check("SELEKT 1").unwrap().classes.is_empty());
     }
 
+    /// Texts that libpg_query's fingerprint cannot tell apart (it ignores constants) but the
+    /// rules must: a decision cache keyed by fingerprint alone would give the second the
+    /// first's answer. Each pair is checked in both orders, the cache warm with the other.
+    #[test]
+    fn decisions_that_fingerprints_cannot_tell_apart() {
+        let pairs = [
+            (
+                "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ select 1 $$",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ select 1 $$",
+            ),
+        ];
+        for _ in 0..2 {
+            for (refused_sql, accepted_sql) in pairs {
+                assert!(check(refused_sql).is_err(), "{refused_sql}");
+                assert!(check(accepted_sql).is_ok(), "{accepted_sql}");
+            }
+        }
+        // Rewritten text and guards carry the statement's own constants and names.
+        for n in ["1", "2", "1"] {
+            let c = check(&format!("CREATE INDEX ASYNC i ON t (a) WHERE a > {n}")).unwrap();
+            assert!(c.rewritten.unwrap().contains(&format!("a > {n}")));
+        }
+        for col in ["x", "y", "x"] {
+            let c = check(&format!("ALTER TABLE t DROP COLUMN {col}")).unwrap();
+            let hex: String = col.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(c.guard.unwrap().contains(&format!("'{hex}'")));
+        }
+    }
+
     #[test]
     fn types_and_options() {
         assert_eq!(refused("CREATE TABLE t (a serial)").code, "42704");
