@@ -81,6 +81,9 @@ pub(crate) struct SessionShared {
     pub(crate) refused: AtomicU64,
     /// Batches with guard statements, in order.
     guarded: Mutex<VecDeque<Guarded>>,
+    /// One more than the last guarded batch's `seq` (0: none yet), so the backend half takes
+    /// the lock only when a guarded batch may be answering.
+    guarded_upto: AtomicU64,
 }
 
 /// A batch (up to one ReadyForQuery) in which the frontend half sent guard statements.
@@ -108,6 +111,7 @@ impl SessionShared {
     /// the client's text (simple protocol), `extended` guard messages groups (each answered by
     /// CloseComplete, ParseComplete, BindComplete, then `DO` or an error).
     fn push_guarded(&self, seq: u64, shift: u32, extended: u32) {
+        self.guarded_upto.fetch_max(seq + 1, Ordering::AcqRel);
         if let Ok(mut q) = self.guarded.lock() {
             if let Some(last) = q.back_mut()
                 && last.seq == seq
@@ -128,6 +132,9 @@ impl SessionShared {
 
     /// The guards of the batch answered before ReadyForQuery number `seq`, if it has any.
     fn guarded_at(&self, seq: u64) -> Option<Guarded> {
+        if self.guarded_upto.load(Ordering::Acquire) <= seq {
+            return None;
+        }
         let mut q = self.guarded.lock().ok()?;
         while q.front().is_some_and(|g| g.seq < seq) {
             q.pop_front();
