@@ -84,6 +84,12 @@ pub(crate) struct SessionShared {
     /// One more than the last guarded batch's `seq` (0: none yet), so the backend half takes
     /// the lock only when a guarded batch may be answering.
     guarded_upto: AtomicU64,
+    /// Syncs sent inside an extended-protocol COPY FROM STDIN, not counted as batches (by
+    /// the `seq` they were sent in): PostgreSQL ignores them, unless the COPY failed before
+    /// copy-in mode began; then it answers each, and the backend half must not count those.
+    uncounted_syncs: Mutex<VecDeque<u64>>,
+    /// One more than the last `seq` in `uncounted_syncs` (0: none yet).
+    uncounted_upto: AtomicU64,
 }
 
 /// A batch (up to one ReadyForQuery) in which the frontend half sent guard statements.
@@ -128,6 +134,42 @@ impl SessionShared {
                 extended,
             });
         }
+    }
+
+    fn push_uncounted_sync(&self, seq: u64) {
+        self.uncounted_upto.fetch_max(seq + 1, Ordering::AcqRel);
+        if let Ok(mut q) = self.uncounted_syncs.lock() {
+            if q.len() >= MAX_PENDING {
+                q.pop_front();
+            }
+            q.push_back(seq);
+        }
+    }
+
+    /// At a ReadyForQuery ending batch `seq`: whether it answers an uncounted Sync (the COPY
+    /// never began copy-in mode) rather than ending the batch.
+    fn answers_uncounted_sync(&self, seq: u64, copy_started: bool) -> bool {
+        if self.uncounted_upto.load(Ordering::Acquire) <= seq {
+            return false;
+        }
+        let Ok(mut q) = self.uncounted_syncs.lock() else {
+            return false;
+        };
+        while q.front().is_some_and(|s| *s < seq) {
+            q.pop_front();
+        }
+        if q.front() != Some(&seq) {
+            return false;
+        }
+        if copy_started {
+            // Ignored by PostgreSQL, as predicted.
+            while q.front() == Some(&seq) {
+                q.pop_front();
+            }
+            return false;
+        }
+        q.pop_front();
+        true
     }
 
     /// The guards of the batch answered before ReadyForQuery number `seq`, if it has any.
@@ -206,9 +248,11 @@ fn guard_start_sql() -> String {
 }
 
 /// Raises DSQL's row-limit error when the transaction modified more than `max_rows`.
+/// Without a baseline in this transaction (its start guard did not run: an earlier error ended
+/// the transaction it was in) nothing was written under the guard, so nothing is checked.
 fn guard_end_sql(max_rows: u64) -> String {
     format!(
-        "DO $dsql_local_guard$BEGIN IF {MODIFIED_SO_FAR} - COALESCE(NULLIF(pg_catalog.current_setting('dsql_local.rows_base', true), ''), '0')::bigint > {max_rows} THEN RAISE EXCEPTION '{ROW_LIMIT}' USING ERRCODE = '{PROGRAM_LIMIT_EXCEEDED}'; END IF; END$dsql_local_guard$"
+        "DO $dsql_local_guard$DECLARE base text := pg_catalog.current_setting('dsql_local.rows_base', true); BEGIN IF COALESCE(base, '') <> '' THEN IF {MODIFIED_SO_FAR} - base::bigint > {max_rows} THEN RAISE EXCEPTION '{ROW_LIMIT}' USING ERRCODE = '{PROGRAM_LIMIT_EXCEEDED}'; END IF; END IF; END$dsql_local_guard$"
     )
 }
 
@@ -413,7 +457,10 @@ impl FrontendRules {
                 Forward::Same
             }
             // A Sync inside copy-in mode is ignored by PostgreSQL (no ReadyForQuery).
-            b'S' if self.copy_in => Forward::Same,
+            b'S' if self.copy_in => {
+                shared.push_uncounted_sync(self.rfq_seq);
+                Forward::Same
+            }
             b'S' => {
                 self.skipping = false;
                 let end_guard = self.batch_guarded && !self.txn.explicit;
@@ -787,6 +834,8 @@ pub(crate) struct BackendRules {
     copy_from: bool,
     /// Extended-protocol guards of the current batch whose answer came.
     guards_answered: u32,
+    /// A CopyInResponse came in the current batch.
+    copy_started: bool,
 }
 
 impl BackendRules {
@@ -801,6 +850,7 @@ impl BackendRules {
             discarding: false,
             copy_from: false,
             guards_answered: 0,
+            copy_started: false,
         }
     }
 
@@ -814,7 +864,10 @@ impl BackendRules {
     /// for the messages [`Self::interesting`] does not name).
     pub(crate) fn on_message(&mut self, shared: &SessionShared, frame: &[u8]) -> Backward {
         match frame[0] {
-            b'G' => self.copy_from = true,
+            b'G' => {
+                self.copy_from = true;
+                self.copy_started = true;
+            }
             b'Z' => self.guards_answered = 0,
             _ => {}
         }
@@ -989,7 +1042,10 @@ impl BackendRules {
                 Backward::Same
             }
             b'Z' => {
-                self.rfq_seen += 1;
+                let copy_started = std::mem::take(&mut self.copy_started);
+                if !shared.answers_uncounted_sync(self.rfq_seen, copy_started) {
+                    self.rfq_seen += 1;
+                }
                 let status = body.first().copied().unwrap_or(b'I');
                 if status == b'I' {
                     self.rows = 0;

@@ -313,3 +313,60 @@ async fn the_wire_shows_only_the_clients_answers_even_between_flushes() {
     s.write_all(&out).await.expect("send");
     expect(&mut s, b"2DCZ").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_before_copying_keeps_answers_in_line() {
+    use tokio::io::AsyncWriteExt;
+    let (dsql, _c) = setup().await;
+    let mut s = at_password_prompt(&dsql, "admin").await;
+    s.write_all(&password_message(&token(&dsql, "admin")))
+        .await
+        .expect("password");
+    while read_backend_message(&mut s).await.expect("login").0 != b'Z' {}
+    // Tags of the answers up to the next ReadyForQuery, with each error's SQLSTATE.
+    async fn answers<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let (tag, body) = tokio::time::timeout(GUARD, read_backend_message(s))
+                .await
+                .expect("an answer, not a hang")
+                .expect("a message");
+            out.push(match tag {
+                b'E' => format!("E{}", sqlstate(&body)),
+                t => (t as char).to_string(),
+            });
+            if tag == b'Z' {
+                return out;
+            }
+        }
+    }
+    // The COPY fails at Execute, before copy-in mode: PostgreSQL answers the Sync that a
+    // client such as tokio-postgres sends right after Execute, then the one after CopyFail.
+    let mut out = parse("", "COPY no_such_table (id) FROM STDIN");
+    out.extend(bind(""));
+    out.extend(execute());
+    out.extend(msg(b'S', b""));
+    s.write_all(&out).await.expect("send");
+    assert_eq!(answers(&mut s).await, ["1", "2", "E42P01", "Z"]);
+    let mut out = msg(b'f', b"no copy\0");
+    out.extend(msg(b'S', b""));
+    s.write_all(&out).await.expect("send");
+    assert_eq!(answers(&mut s).await, ["Z"]);
+    // Refusals and guarded writes after it still line up with their answers.
+    for _ in 0..2 {
+        s.write_all(&msg(b'Q', b"TRUNCATE r\0"))
+            .await
+            .expect("send");
+        assert_eq!(answers(&mut s).await, ["E0A000", "Z"]);
+        let mut out = parse("", "INSERT INTO r VALUES (1)");
+        out.extend(bind(""));
+        out.extend(execute());
+        out.extend(msg(b'S', b""));
+        s.write_all(&out).await.expect("send");
+        assert_eq!(answers(&mut s).await, ["1", "2", "C", "Z"]);
+        s.write_all(&msg(b'Q', b"DELETE FROM r\0"))
+            .await
+            .expect("send");
+        assert_eq!(answers(&mut s).await, ["C", "Z"]);
+    }
+}
