@@ -69,6 +69,8 @@ pub(crate) struct Checked {
     pub(crate) classes: Vec<Class>,
     /// The text to send upstream instead, when DSQL-only syntax was rewritten.
     pub(crate) rewritten: Option<String>,
+    /// Each statement's byte range in the text (aligned with `classes`).
+    pub(crate) spans: Vec<(usize, usize)>,
     /// A statement to run first, in the same transaction, for a rule that needs the catalog
     /// (a `DO` block that raises DSQL's error); depends on the text (names), like `rewritten`.
     pub(crate) guard: Option<String>,
@@ -85,6 +87,7 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
     let mut rewritten_parts: Vec<String> = Vec::new();
     let mut any_rewrite = false;
     let mut dropped_columns: Vec<(String, String)> = Vec::new();
+    let mut spans = Vec::with_capacity(parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let start = usize::try_from(raw.stmt_location).unwrap_or(0);
         let end = if raw.stmt_len == 0 {
@@ -99,6 +102,7 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
         };
         let class = check_statement(node, is_async)?;
         classes.push(class);
+        spans.push((start, end));
         if let NodeEnum::AlterTableStmt(a) = node {
             dropped_columns.extend(dropped_columns_of(a));
         }
@@ -140,6 +144,7 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
     }
     Ok(Checked {
         classes,
+        spans,
         rewritten: any_rewrite.then(|| rewritten_parts.join(";\n")),
         guard: (!dropped_columns.is_empty()).then(|| primary_key_guard(&dropped_columns)),
     })
@@ -228,6 +233,7 @@ fn unparsed(e: &pg_query::Error) -> Result<Checked, Refusal> {
     // string before running any of it).
     Ok(Checked {
         classes: Vec::new(),
+        spans: Vec::new(),
         rewritten: None,
         guard: None,
     })

@@ -97,8 +97,9 @@ pub(crate) struct SessionShared {
 struct Guarded {
     /// ReadyForQuery count before the batch's answer.
     seq: u64,
-    /// How far the client's text was moved right by a guard put before it (simple protocol).
-    shift: u32,
+    /// Guards put into the client's query string (simple protocol): (character where each
+    /// starts in the string PostgreSQL sees, its length); unused ones are (0, 0).
+    moved: [(u32, u32); 2],
     /// Guards sent as extended-protocol messages.
     extended: u32,
 }
@@ -116,7 +117,7 @@ impl SessionShared {
     /// Notes guards sent in the batch answered before ReadyForQuery number `seq`: `shift` of
     /// the client's text (simple protocol), `extended` guard messages groups (each answered by
     /// CloseComplete, ParseComplete, BindComplete, then `DO` or an error).
-    fn push_guarded(&self, seq: u64, shift: u32, extended: u32) {
+    fn push_guarded(&self, seq: u64, moved: [(u32, u32); 2], extended: u32) {
         self.guarded_upto.fetch_max(seq + 1, Ordering::AcqRel);
         if let Ok(mut q) = self.guarded.lock() {
             if let Some(last) = q.back_mut()
@@ -130,7 +131,7 @@ impl SessionShared {
             }
             q.push_back(Guarded {
                 seq,
-                shift,
+                moved,
                 extended,
             });
         }
@@ -470,7 +471,7 @@ impl FrontendRules {
                 }
                 self.portals.retain(|k, _| !k.is_empty());
                 if end_guard {
-                    shared.push_guarded(self.rfq_seq, 0, 1);
+                    shared.push_guarded(self.rfq_seq, [(0, 0); 2], 1);
                 }
                 self.rfq_seq += 1;
                 if end_guard {
@@ -622,6 +623,7 @@ impl FrontendRules {
             }
         }
         // A simple query outside a transaction block is its own implicit transaction.
+        let was_explicit = self.txn.explicit;
         let implicit_write = !self.txn.explicit
             && !txn.explicit
             && checked.classes.iter().any(|c| c.writes())
@@ -633,33 +635,54 @@ impl FrontendRules {
             txn = Txn::default();
         }
         self.txn = txn;
-        let (before, after) = match &checked.guard {
-            Some(guard) => (Some(guard.as_str()), None),
-            None if implicit_write => (
-                Some(self.guard_start.as_str()),
-                Some(self.guard_end.as_str()),
-            ),
-            None => (None, None),
+        // Guards go into the client's query string (one transaction), the client's own bytes
+        // kept as sent: (byte offset in the client's text, text to put there).
+        let text = match &checked.rewritten {
+            Some(sql) => sql.as_bytes(),
+            None => sql_bytes,
         };
-        if let Some(before) = before {
-            // Guards around the client's text, in the same query string (one transaction);
-            // the client's own bytes are kept as sent.
-            let text = match &checked.rewritten {
-                Some(sql) => sql.as_bytes(),
-                None => sql_bytes,
-            };
-            let mut q = Vec::with_capacity(text.len() + 2 * self.guard_end.len());
-            q.extend_from_slice(before.as_bytes());
-            q.push(b';');
-            let shift = q.len() as u32;
-            q.extend_from_slice(text);
-            if let Some(after) = after {
+        let inserts: Vec<(usize, String)> = if let Some(guard) = &checked.guard {
+            vec![(0, format!("{guard};"))]
+        } else if implicit_write {
+            vec![
+                (0, format!("{};", self.guard_start)),
                 // A newline ends a trailing `--` comment.
-                q.extend_from_slice(b"\n;");
-                q.extend_from_slice(after.as_bytes());
+                (text.len(), format!("\n;{}", self.guard_end)),
+            ]
+        } else if let Some((after_begin, before_commit)) = explicit_write_span(&checked)
+            && !was_explicit
+            && checked.rewritten.is_none()
+            && std::str::from_utf8(sql_bytes).is_ok()
+        {
+            // BEGIN ... COMMIT in one string: PostgreSQL commits before the gateway sees the
+            // row counts, so the guards go right after BEGIN and right before COMMIT.
+            vec![
+                (after_begin, format!(";{}", self.guard_start)),
+                (before_commit, format!("{};", self.guard_end)),
+            ]
+        } else {
+            Vec::new()
+        };
+        if !inserts.is_empty() {
+            let mut q = Vec::with_capacity(text.len() + 2 * self.guard_end.len());
+            let mut moved = [(0u32, 0u32); 2];
+            let mut copied = 0;
+            let mut inserted_chars = 0usize;
+            for (i, (at, with)) in inserts.iter().enumerate() {
+                q.extend_from_slice(&text[copied..*at]);
+                copied = *at;
+                // Where the guard starts in the string PostgreSQL sees, in characters.
+                let at_char =
+                    String::from_utf8_lossy(&text[..*at]).chars().count() + inserted_chars;
+                if let Some(m) = moved.get_mut(i) {
+                    *m = (at_char as u32, with.len() as u32);
+                }
+                inserted_chars += with.len();
+                q.extend_from_slice(with.as_bytes());
             }
+            q.extend_from_slice(&text[copied..]);
             q.push(0);
-            shared.push_guarded(self.rfq_seq, shift, 0);
+            shared.push_guarded(self.rfq_seq, moved, 0);
             return Forward::Replace(crate::wire::message(b'Q', &q));
         }
         match checked.rewritten {
@@ -756,14 +779,14 @@ impl FrontendRules {
                 if start_guard {
                     // The first write of an implicit transaction: note the baseline first.
                     self.batch_guarded = true;
-                    shared.push_guarded(self.rfq_seq, 0, 1);
+                    shared.push_guarded(self.rfq_seq, [(0, 0); 2], 1);
                     let mut out = guard_messages(GUARD_START, &self.guard_start);
                     out.extend_from_slice(frame);
                     return Forward::Replace(out);
                 }
                 if let Some(guard) = guard {
                     // A rule that needs the catalog: PostgreSQL checks it just before.
-                    shared.push_guarded(self.rfq_seq, 0, 1);
+                    shared.push_guarded(self.rfq_seq, [(0, 0); 2], 1);
                     let mut out = guard_messages(GUARD_DDL, &guard);
                     out.extend_from_slice(frame);
                     return Forward::Replace(out);
@@ -778,6 +801,26 @@ impl FrontendRules {
             }
         }
     }
+}
+
+/// For a query string that opens a transaction block and commits it, writing rows in between
+/// and nothing outside it: (byte offset just after the BEGIN statement, byte offset where the
+/// COMMIT statement starts).
+fn explicit_write_span(checked: &dialect::Checked) -> Option<(usize, usize)> {
+    let c = &checked.classes;
+    let begin = c.iter().position(|k| *k == Class::Begin)?;
+    let commit = c.iter().position(|k| *k == Class::Commit)?;
+    let control = |k: &Class| matches!(k, Class::Begin | Class::Commit | Class::Rollback);
+    let inside = c.get(begin + 1..commit)?;
+    let only_one = c.iter().filter(|k| control(k)).count() == 2;
+    let writes_outside = c[..begin]
+        .iter()
+        .chain(&c[commit + 1..])
+        .any(|k| k.writes());
+    if !only_one || writes_outside || !inside.iter().any(|k| k.writes()) {
+        return None;
+    }
+    Some((checked.spans.get(begin)?.1, checked.spans.get(commit)?.0))
 }
 
 fn remember(map: &mut HashMap<Vec<u8>, Known>, name: &[u8], class: Known) {
@@ -883,7 +926,7 @@ impl BackendRules {
     fn on_guarded(&mut self, shared: &SessionShared, frame: &[u8], guarded: Guarded) -> Backward {
         let tag = frame[0];
         let body = &frame[5..];
-        let shift = guarded.shift;
+        let moved = guarded.moved;
         if self.discarding {
             if tag != b'Z' {
                 return Backward::Drop;
@@ -939,8 +982,8 @@ impl BackendRules {
                     Backward::Same
                 }
             }
-            b'E' if shift > 0 => match self.on_plain(shared, frame) {
-                Backward::Same => match shift_position(body, shift) {
+            b'E' if moved[0].1 > 0 => match self.on_plain(shared, frame) {
+                Backward::Same => match shift_position(body, moved) {
                     Some(fixed) => Backward::Replace(fixed),
                     None => Backward::Same,
                 },
@@ -1120,11 +1163,18 @@ fn guard_error(body: &[u8]) -> Option<GuardError> {
 }
 
 /// An ErrorResponse whose position (`P`, in characters of the query string) points into the
-/// client's text again, after a start guard of `shift` characters was put before it.
-fn shift_position(body: &[u8], shift: u32) -> Option<Vec<u8>> {
+/// client's text again, with the guards put into it (`moved`) taken out.
+fn shift_position(body: &[u8], moved: [(u32, u32); 2]) -> Option<Vec<u8>> {
     let fields = crate::wire::error_fields(body);
     let pos: u32 = fields.iter().find(|(t, _)| *t == b'P')?.1.parse().ok()?;
-    let fixed = pos.saturating_sub(shift).max(1).to_string();
+    // 0-based character the position names, minus every guard wholly before it.
+    let at = pos.saturating_sub(1);
+    let before: u32 = moved
+        .iter()
+        .filter(|(start, len)| *len > 0 && start + len <= at)
+        .map(|(_, len)| len)
+        .sum();
+    let fixed = (pos - before).max(1).to_string();
     let mut out = Vec::with_capacity(body.len());
     for (t, v) in &fields {
         out.push(*t);

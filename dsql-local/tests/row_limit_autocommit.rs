@@ -370,3 +370,47 @@ async fn a_copy_that_fails_before_copying_keeps_answers_in_line() {
         assert_eq!(answers(&mut s).await, ["C", "Z"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_and_commit_in_one_query_string_keep_nothing_over_the_limit() {
+    let (_dsql, c) = setup().await;
+    // PostgreSQL would run the COMMIT before the gateway saw the second INSERT's count.
+    let e = c
+        .batch_execute(
+            "BEGIN; INSERT INTO r SELECT g FROM generate_series(1, 6) g; \
+             INSERT INTO r SELECT g FROM generate_series(7, 12) g; COMMIT",
+        )
+        .await
+        .expect_err("12 rows in one transaction block");
+    assert_eq!(err(&e), owned(ROW_LIMIT));
+    // As after any error inside a transaction block: aborted until ROLLBACK.
+    let e = c.batch_execute("SELECT 1").await.expect_err("aborted");
+    assert_eq!(err(&e).0, "25P02");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(rows(&c).await, 0, "nothing of the transaction was kept");
+
+    // Below the limit: exactly PostgreSQL's answers, and the rows are kept.
+    let messages = c
+        .simple_query("BEGIN; INSERT INTO r VALUES (1), (2); SELECT 42; COMMIT")
+        .await
+        .expect("a transaction block in one string");
+    let completes: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completes, [0, 2, 1, 0], "{messages:?}");
+    assert_eq!(rows(&c).await, 2);
+
+    // Error positions still point into the client's text, past the guard after BEGIN.
+    let sql = "BEGIN; INSERT INTO r VALUES (3); INSERT INTO no_such_table VALUES (1); COMMIT";
+    let e = c.batch_execute(sql).await.expect_err("unknown table");
+    let db = e.as_db_error().expect("server error");
+    assert_eq!(db.code().code(), "42P01");
+    let at = sql.find("no_such_table").expect("in the text") as u32 + 1;
+    assert_eq!(db.position(), Some(&ErrorPosition::Original(at)));
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(rows(&c).await, 2);
+}
