@@ -917,6 +917,26 @@ mod tests {
             let c = check(&format!("CREATE INDEX ASYNC i ON t (a) WHERE a > {n}")).unwrap();
             assert!(c.rewritten.unwrap().contains(&format!("a > {n}")));
         }
+        // Statement spans are offsets into this very text (whitespace changes no fingerprint).
+        for sql in [
+            "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+            "BEGIN;\n\n   INSERT INTO t VALUES (2);COMMIT",
+            "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+        ] {
+            let c = check(sql).unwrap();
+            let words: Vec<&str> = c
+                .spans
+                .iter()
+                .map(|(s, e)| sql[*s..*e].trim_start())
+                .collect();
+            assert!(words[0].starts_with("BEGIN"), "{words:?}");
+            assert!(words[1].starts_with("INSERT"), "{words:?}");
+            assert!(words[2].starts_with("COMMIT"), "{words:?}");
+            assert!(
+                sql[c.spans[0].1..].starts_with(';'),
+                "BEGIN's span ends at its `;`"
+            );
+        }
         for col in ["x", "y", "x"] {
             let c = check(&format!("ALTER TABLE t DROP COLUMN {col}")).unwrap();
             let hex: String = col.bytes().map(|b| format!("{b:02x}")).collect();
