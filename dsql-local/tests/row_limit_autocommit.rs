@@ -414,3 +414,56 @@ async fn begin_and_commit_in_one_query_string_keep_nothing_over_the_limit() {
     c.batch_execute("ROLLBACK").await.expect("rollback");
     assert_eq!(rows(&c).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_simple_queries_keep_their_own_outcomes() {
+    use tokio::io::AsyncWriteExt;
+    let (dsql, _c) = setup().await;
+    let mut s = at_password_prompt(&dsql, "admin").await;
+    s.write_all(&password_message(&token(&dsql, "admin")))
+        .await
+        .expect("password");
+    while read_backend_message(&mut s).await.expect("login").0 != b'Z' {}
+    // Four queries in one write, before reading any answer.
+    let mut out = Vec::new();
+    for sql in [
+        "INSERT INTO r SELECT g FROM generate_series(1, 5) g",
+        "INSERT INTO r SELECT g FROM generate_series(100, 110) g",
+        "INSERT INTO r VALUES (6); SELECT count(*) FROM r",
+        "SELECT count(*) FROM r",
+    ] {
+        out.extend(msg(b'Q', format!("{sql}\0").as_bytes()));
+    }
+    s.write_all(&out).await.expect("send");
+    let mut got = Vec::new();
+    while got.iter().filter(|t: &&String| *t == "Z").count() < 4 {
+        let (tag, body) = tokio::time::timeout(GUARD, read_backend_message(&mut s))
+            .await
+            .expect("an answer, not a hang")
+            .expect("a message");
+        got.push(match tag {
+            b'E' => format!("E{}", sqlstate(&body)),
+            b'D' => format!("D{}", String::from_utf8_lossy(&body[6..])),
+            b'C' => String::from_utf8_lossy(&body[..body.len() - 1]).into_owned(),
+            t => (t as char).to_string(),
+        });
+    }
+    assert_eq!(
+        got,
+        [
+            "INSERT 0 5",
+            "Z",
+            "E54000",
+            "Z",
+            "INSERT 0 1",
+            "T",
+            "D6",
+            "SELECT 1",
+            "Z",
+            "T",
+            "D6",
+            "SELECT 1",
+            "Z"
+        ]
+    );
+}
