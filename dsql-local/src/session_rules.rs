@@ -919,6 +919,10 @@ impl BackendRules {
         {
             return self.on_guarded(shared, frame, guarded);
         }
+        if matches!(frame[0], b'1' | b'2' | b'3') && !self.swallowing {
+            // Only guarded batches hold these back; nothing else to do with them.
+            return Backward::Same;
+        }
         self.on_plain(shared, frame)
     }
 
