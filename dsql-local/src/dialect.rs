@@ -5,10 +5,10 @@
 //! Classification uses PostgreSQL's own grammar (libpg_query, through `pg_query`), so node
 //! names in `unsupported statement: <name>` are PostgreSQL's parse node names without the
 //! `Stmt` suffix, as DSQL reports them. Text that does not parse is passed through untouched:
-//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would. A statement
-//! whose tree is deeper than libpg_query's decoder allows (100 levels: about 24 nested
-//! subqueries or a 50-term chain of operators) is passed through unchecked as well, with a
-//! warning: refusing SQL that DSQL runs would be the worse failure.
+//! the upstream then answers with PostgreSQL's own syntax error, as DSQL would. Text that is
+//! too deeply nested for the checker is refused (54001), never passed through unchecked.
+//! Dropping a primary-key column needs the catalog: `check` returns a guard statement that
+//! PostgreSQL runs just before it (see [`Checked::guard`]).
 //!
 //! Decisions are remembered per query shape (libpg_query's fingerprint), so a workload that
 //! repeats its queries with other values is parsed to a tree once per shape; see [`check`].
@@ -45,6 +45,9 @@ pub(crate) enum Class {
     Ddl,
     /// Writes rows: never in a transaction with DDL.
     Dml,
+    /// `COPY ... FROM STDIN`: writes rows, and puts the session in copy-in mode (PostgreSQL
+    /// ignores Sync until CopyDone or CopyFail).
+    CopyFrom,
     /// `BEGIN` / `START TRANSACTION` (isolation already checked).
     Begin,
     /// `COMMIT` / `END`.
@@ -55,6 +58,13 @@ pub(crate) enum Class {
     Other,
 }
 
+impl Class {
+    /// Whether statements of this class write rows (DML for the transaction rules).
+    pub(crate) fn writes(self) -> bool {
+        matches!(self, Class::Dml | Class::CopyFrom)
+    }
+}
+
 /// The outcome of checking one query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Checked {
@@ -62,6 +72,12 @@ pub(crate) struct Checked {
     pub(crate) classes: Vec<Class>,
     /// The text to send upstream instead, when DSQL-only syntax was rewritten.
     pub(crate) rewritten: Option<String>,
+    /// Each statement's byte range in the text (aligned with `classes`); empty when the decision
+    /// was remembered (only texts without transaction control statements are, see [`check`]).
+    pub(crate) spans: Vec<(usize, usize)>,
+    /// A statement to run first, in the same transaction, for a rule that needs the catalog
+    /// (a `DO` block that raises DSQL's error); depends on the text (names), like `rewritten`.
+    pub(crate) guard: Option<String>,
 }
 
 /// Checks `sql` (one query string, possibly several statements) against DSQL's rules.
@@ -84,6 +100,8 @@ pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
         return Ok(Checked {
             classes: classes.into_vec(),
             rewritten: None,
+            spans: Vec::new(),
+            guard: None,
         });
     }
     let (checked, rememberable) = check_parsed(sql)?;
@@ -102,8 +120,6 @@ const MAX_DECIDED: usize = 4096;
 /// level of [`pg_query::ParseResult::nodes`]): only shallower trees are remembered, so two texts
 /// with one fingerprint have the same whole tree up to constants, locations and aliases.
 const MAX_REMEMBERED_DEPTH: i32 = 30;
-
-static DEEP_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 thread_local! {
     /// Fingerprint -> statement classes of an accepted query string (the gateway's thread).
@@ -138,28 +154,14 @@ fn check_parsed(sql: &str) -> Result<(Checked, bool), Refusal> {
     let (parse_text, asyncs) = strip_async(sql);
     let parsed = match pg_query::parse(&parse_text, 0) {
         Ok(p) => p,
-        // Not PostgreSQL: the upstream reports the syntax error itself. Or a tree deeper than
-        // the decoder's 100 levels (some 24 nested subqueries, a 50-term `a + b + ...`), which
-        // PostgreSQL and DSQL run: passed on unchecked rather than refused, and said once.
-        Err(e) => {
-            if matches!(e, pg_query::Error::Decode(_))
-                && !DEEP_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                tracing::warn!(
-                    "a statement nested too deeply for dsql-local's SQL checks was passed to PostgreSQL unchecked (said once)"
-                );
-            }
-            let checked = Checked {
-                classes: Vec::new(),
-                rewritten: None,
-            };
-            return Ok((checked, false));
-        }
+        Err(e) => return unparsed(&e).map(|c| (c, false)),
     };
     let mut rememberable = true;
     let mut classes = Vec::with_capacity(parsed.protobuf.stmts.len());
     let mut rewritten_parts: Vec<String> = Vec::new();
     let mut any_rewrite = false;
+    let mut dropped_columns: Vec<(String, String)> = Vec::new();
+    let mut spans = Vec::with_capacity(parsed.protobuf.stmts.len());
     for raw in &parsed.protobuf.stmts {
         let start = usize::try_from(raw.stmt_location).unwrap_or(0);
         let end = if raw.stmt_len == 0 {
@@ -181,6 +183,10 @@ fn check_parsed(sql: &str) -> Result<(Checked, bool), Refusal> {
         );
         let class = check_statement(node, is_async)?;
         classes.push(class);
+        spans.push((start, end));
+        if let NodeEnum::AlterTableStmt(a) = node {
+            dropped_columns.extend(dropped_columns_of(a));
+        }
         let text = parse_text.get(start..end).unwrap_or("");
         if is_async {
             any_rewrite = true;
@@ -220,9 +226,101 @@ fn check_parsed(sql: &str) -> Result<(Checked, bool), Refusal> {
     }
     let checked = Checked {
         classes,
+        spans,
         rewritten: any_rewrite.then(|| rewritten_parts.join(";\n")),
+        guard: (!dropped_columns.is_empty()).then(|| primary_key_guard(&dropped_columns)),
     };
-    Ok((checked, rememberable && !any_rewrite))
+    let rememberable = rememberable && !any_rewrite && checked.guard.is_none();
+    Ok((checked, rememberable))
+}
+
+/// DSQL's words for dropping a primary-key column. Inference: the refusal is recorded, its
+/// words are not; these follow DSQL's pattern for ALTER TABLE.
+pub(crate) const PRIMARY_KEY_COLUMN: &str =
+    "ALTER TABLE DROP COLUMN not supported for primary key column";
+
+/// (relation as `to_regclass` reads it, column) for every `DROP COLUMN` of an ALTER TABLE.
+fn dropped_columns_of(a: &pg_query::protobuf::AlterTableStmt) -> Vec<(String, String)> {
+    let Some(rel) = &a.relation else {
+        return Vec::new();
+    };
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let name = if rel.schemaname.is_empty() {
+        quote(&rel.relname)
+    } else {
+        format!("{}.{}", quote(&rel.schemaname), quote(&rel.relname))
+    };
+    a.cmds
+        .iter()
+        .filter_map(|c| match &c.node {
+            Some(NodeEnum::AlterTableCmd(cmd))
+                if cmd.subtype == AlterTableType::AtDropColumn as i32 =>
+            {
+                Some((name.clone(), cmd.name.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A text literal that cannot break out of anything it is put in: the UTF-8 bytes, hex-coded.
+fn hex_literal(s: &str) -> String {
+    let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("pg_catalog.convert_from(pg_catalog.decode('{hex}', 'hex'), 'UTF8')")
+}
+
+/// A `DO` block that raises DSQL's refusal when one of `columns` (relation, column) is part of
+/// its table's primary key. Whether it is needs the catalog, so PostgreSQL decides, in the
+/// statement's own transaction, just before the ALTER TABLE runs.
+fn primary_key_guard(columns: &[(String, String)]) -> String {
+    let values: Vec<String> = columns
+        .iter()
+        .map(|(rel, col)| format!("({}, {})", hex_literal(rel), hex_literal(col)))
+        .collect();
+    format!(
+        "DO $dsql_local_guard$DECLARE c text; BEGIN \
+         SELECT d.col INTO c FROM (VALUES {}) AS d(rel, col) \
+         JOIN pg_catalog.pg_constraint k ON k.conrelid = pg_catalog.to_regclass(d.rel) AND k.contype = 'p' \
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY (k.conkey) AND a.attname::text = d.col \
+         LIMIT 1; \
+         IF c IS NOT NULL THEN RAISE EXCEPTION '{PRIMARY_KEY_COLUMN} \"%\"', c USING ERRCODE = '{FEATURE_NOT_SUPPORTED}'; END IF; \
+         END$dsql_local_guard$",
+        values.join(", ")
+    )
+}
+
+/// Statements nested too deeply for the checker (libpg_query's own stack and depth limits,
+/// and the protobuf decoder's limit of 100 levels: about 25 nested subqueries or 50 chained
+/// operators). Inference: PostgreSQL refuses deeper nesting with this SQLSTATE.
+pub(crate) const TOO_COMPLEX: &str = "54001";
+
+/// What a query string that libpg_query could not parse gets.
+fn unparsed(e: &pg_query::Error) -> Result<Checked, Refusal> {
+    let too_deep = match e {
+        pg_query::Error::Decode(_) => true,
+        pg_query::Error::Parse(m) => {
+            m.contains("stack depth limit exceeded")
+                || m.contains("memory exhausted")
+                || m.contains("nested too deeply")
+        }
+        _ => false,
+    };
+    if too_deep {
+        // Unchecked text must not reach PostgreSQL, which may well accept it: every
+        // statement in the string would escape the rules.
+        return Err(Refusal {
+            code: TOO_COMPLEX,
+            message: "statement is nested too deeply for dsql-local to check; flatten nested subqueries or long operator chains".into(),
+        });
+    }
+    // Not PostgreSQL: the upstream reports the syntax error itself (it parses the whole
+    // string before running any of it).
+    Ok(Checked {
+        classes: Vec::new(),
+        spans: Vec::new(),
+        rewritten: None,
+        guard: None,
+    })
 }
 
 fn check_from(node: &pg_query::protobuf::Node) -> Result<(), Refusal> {
@@ -341,6 +439,7 @@ fn check_statement(node: &NodeEnum, is_async: bool) -> Result<Class, Refusal> {
             Class::Other
         }
         N::InsertStmt(_) | N::UpdateStmt(_) | N::DeleteStmt(_) => Class::Dml,
+        N::CopyStmt(c) if c.is_from && c.filename.is_empty() && !c.is_program => Class::CopyFrom,
         N::CopyStmt(c) if c.is_from => Class::Dml,
         N::MergeStmt(_) => return Err(Refusal::unsupported("unsupported statement type: MERGE")),
         N::VacuumStmt(v) if v.is_vacuumcmd => {
@@ -874,29 +973,6 @@ mod tests {
     }
 
     #[test]
-    fn deep_trees_pass_unchecked_without_crashing() {
-        // Past the decoder's 100 levels but well within PostgreSQL's: unchecked, not refused.
-        let mut q = "SELECT 1".to_owned();
-        for _ in 0..30 {
-            q = format!("SELECT * FROM ({q}) s");
-        }
-        assert_eq!(check(&q).unwrap().classes, Vec::<Class>::new());
-        let sum = format!("SELECT {}1", "1 + ".repeat(200));
-        assert_eq!(check(&sum).unwrap().classes, Vec::<Class>::new());
-        // Far past any parser's limit (10 000 levels): an answer, not a stack overflow.
-        for q in [
-            format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000)),
-            format!(
-                "{}SELECT 1{}",
-                "SELECT * FROM (".repeat(10_000),
-                ") s".repeat(10_000)
-            ),
-        ] {
-            assert!(check(&q).is_ok());
-        }
-    }
-
-    #[test]
     fn node_names_follow_dsql() {
         assert_eq!(
             refused("TRUNCATE t").message,
@@ -936,6 +1012,83 @@ mod tests {
                 .rewritten
                 .is_none()
         );
+    }
+
+    #[test]
+    fn nesting_too_deep_to_check_is_refused_not_passed_through() {
+        for sql in [
+            format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000)),
+            format!(
+                "SELECT {}1{}",
+                "(SELECT ".repeat(10_000),
+                ")".repeat(10_000)
+            ),
+            format!(
+                "TRUNCATE t; SELECT {}1{}",
+                "(SELECT ".repeat(30),
+                ")".repeat(30)
+            ),
+            format!("SELECT 1{}", "+1".repeat(100_000)),
+        ] {
+            assert_eq!(refused(&sql).code, TOO_COMPLEX, "{}", &sql[..40]);
+        }
+        // Shallower nesting is checked as usual; real syntax errors are PostgreSQL's to report.
+        let ok = format!("SELECT {}1{}", "(SELECT ".repeat(10), ")".repeat(10));
+        assert_eq!(check(&ok).unwrap().classes, vec![Class::Other]);
+        assert!(check("SELEKT 1").unwrap().classes.is_empty());
+    }
+
+    /// Texts that libpg_query's fingerprint cannot tell apart (it ignores constants) but the
+    /// rules must: a decision cache keyed by fingerprint alone would give the second the
+    /// first's answer. Each pair is checked in both orders, the cache warm with the other.
+    #[test]
+    fn decisions_that_fingerprints_cannot_tell_apart() {
+        let pairs = [
+            (
+                "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                "BEGIN ISOLATION LEVEL REPEATABLE READ",
+            ),
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ select 1 $$",
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ select 1 $$",
+            ),
+        ];
+        for _ in 0..2 {
+            for (refused_sql, accepted_sql) in pairs {
+                assert!(check(refused_sql).is_err(), "{refused_sql}");
+                assert!(check(accepted_sql).is_ok(), "{accepted_sql}");
+            }
+        }
+        // Rewritten text and guards carry the statement's own constants and names.
+        for n in ["1", "2", "1"] {
+            let c = check(&format!("CREATE INDEX ASYNC i ON t (a) WHERE a > {n}")).unwrap();
+            assert!(c.rewritten.unwrap().contains(&format!("a > {n}")));
+        }
+        // Statement spans are offsets into this very text (whitespace changes no fingerprint).
+        for sql in [
+            "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+            "BEGIN;\n\n   INSERT INTO t VALUES (2);COMMIT",
+            "BEGIN; INSERT INTO t VALUES (1); COMMIT",
+        ] {
+            let c = check(sql).unwrap();
+            let words: Vec<&str> = c
+                .spans
+                .iter()
+                .map(|(s, e)| sql[*s..*e].trim_start())
+                .collect();
+            assert!(words[0].starts_with("BEGIN"), "{words:?}");
+            assert!(words[1].starts_with("INSERT"), "{words:?}");
+            assert!(words[2].starts_with("COMMIT"), "{words:?}");
+            assert!(
+                sql[c.spans[0].1..].starts_with(';'),
+                "BEGIN's span ends at its `;`"
+            );
+        }
+        for col in ["x", "y", "x"] {
+            let c = check(&format!("ALTER TABLE t DROP COLUMN {col}")).unwrap();
+            let hex: String = col.bytes().map(|b| format!("{b:02x}")).collect();
+            assert!(c.guard.unwrap().contains(&format!("'{hex}'")));
+        }
     }
 
     #[test]

@@ -750,8 +750,9 @@ async fn relay(
 }
 
 /// Largest client message the rules look inside; a bigger one (a huge query text or Bind)
-/// is forwarded as bytes, unchecked, so a session's memory stays bounded.
-const MAX_INSPECTED_MESSAGE: usize = 16 << 20;
+/// is refused, its bytes dropped as they arrive, so a session's memory stays bounded and no
+/// statement escapes the rules.
+const MAX_INSPECTED_MESSAGE: usize = crate::session_rules::MAX_CHECKED_MESSAGE;
 /// Largest backend message the relay holds whole to look inside (errors, CommandComplete,
 /// ReadyForQuery, BackendKeyData are far smaller); anything bigger streams through unchanged.
 const MAX_INSPECTED_BACKEND: usize = 16 << 20;
@@ -843,8 +844,9 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut out = Vec::with_capacity(READ_BUFFER);
-    // Bytes of the current uninspected message still to forward.
+    // Bytes of the current uninspected message still to forward (or drop: a refused one).
     let mut passthrough = 0usize;
+    let mut dropping = false;
     loop {
         let mut splice = Splice::new(&mut out);
         let mut pos = 0;
@@ -854,6 +856,9 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 let n = passthrough.min(buf.len() - pos);
                 if n == 0 {
                     break;
+                }
+                if dropping {
+                    splice.replace(&buf, pos, n, &[]);
                 }
                 pos += n;
                 passthrough -= n;
@@ -865,10 +870,17 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
             let tag = rest[0];
             let total = message_total(rest)?;
-            let inspect = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F')
-                && total <= MAX_INSPECTED_MESSAGE;
-            if !inspect {
+            let checked = matches!(tag, b'Q' | b'P' | b'B' | b'E' | b'C' | b'S' | b'F');
+            if checked && total > MAX_INSPECTED_MESSAGE {
+                let instead = rules.on_oversized(session, tag, total);
+                splice.replace(&buf, pos, 0, &instead);
+                dropping = true;
+                passthrough = total;
+                continue;
+            }
+            if !checked {
                 rules.on_uninspected(tag, total - 5);
+                dropping = false;
                 passthrough = total;
                 continue;
             }
@@ -964,6 +976,10 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         splice.replace(&buf, pos, 0, &bytes);
                         dropping = true;
                     }
+                    Backward::Before(bytes) => {
+                        splice.replace(&buf, pos, 0, &bytes);
+                        dropping = false;
+                    }
                 }
                 passthrough = total;
                 continue;
@@ -977,10 +993,23 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 Some((r, session)) => r.on_message(session, frame),
                 None => Backward::Same,
             };
-            match decided {
-                Backward::Drop => splice.replace(&buf, pos, total, &[]),
-                Backward::Replace(bytes) => splice.replace(&buf, pos, total, &bytes),
-                Backward::Same => match tag {
+            let same = match decided {
+                Backward::Drop => {
+                    splice.replace(&buf, pos, total, &[]);
+                    false
+                }
+                Backward::Replace(bytes) => {
+                    splice.replace(&buf, pos, total, &bytes);
+                    false
+                }
+                Backward::Before(bytes) => {
+                    splice.replace(&buf, pos, 0, &bytes);
+                    true
+                }
+                Backward::Same => true,
+            };
+            if same {
+                match tag {
                     b'E' => {
                         if let Some(rewritten) = wire::rewrite_serialization_failure(&frame[5..]) {
                             splice.replace(&buf, pos, total, &rewritten);
@@ -995,7 +1024,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                         keys.push(key);
                     }
                     _ => {}
-                },
+                }
             }
             pos += total;
         }

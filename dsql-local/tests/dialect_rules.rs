@@ -656,3 +656,84 @@ async fn refused_session_parameters_are_refused_at_startup_too() {
         .expect("other parameters are fine");
     c.simple_query("SELECT 1").await.expect("query");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_key_column_cannot_be_dropped() {
+    const REFUSED: &str = "ALTER TABLE DROP COLUMN not supported for primary key column";
+    let dsql = start(LocalDsql::builder()).await;
+    let c = connect_admin(&dsql).await;
+    for setup in [
+        "CREATE TABLE pk1 (id uuid PRIMARY KEY, a int, b int)",
+        "CREATE TABLE pk2 (x int, y int, z int, PRIMARY KEY (x, y))",
+        "CREATE SCHEMA s",
+        // A name that tries to end the gateway's own check early.
+        "CREATE TABLE s.\"we$dsql_local_guard$ird\"\"\" (\"k$dsql_local_guard$\" int PRIMARY KEY, v int)",
+    ] {
+        c.batch_execute(setup).await.expect(setup);
+    }
+    let refused = |col: &str| ("0A000".to_owned(), format!("{REFUSED} \"{col}\""));
+    let counted_before = dsql.counters().statements_refused();
+    // Simple protocol, extended protocol, and inside a transaction block (which it aborts).
+    let e = c
+        .batch_execute("ALTER TABLE pk1 DROP COLUMN id")
+        .await
+        .expect_err("pk column");
+    assert_eq!(db_error(&e), refused("id"));
+    let e = c
+        .execute("alter table PK2 drop column y", &[])
+        .await
+        .expect_err("part of a composite key");
+    assert_eq!(db_error(&e), refused("y"));
+    let e = c
+        .batch_execute(
+            "ALTER TABLE s.\"we$dsql_local_guard$ird\"\"\" DROP COLUMN \"k$dsql_local_guard$\"",
+        )
+        .await
+        .expect_err("quoted names");
+    assert_eq!(db_error(&e), refused("k$dsql_local_guard$"));
+    c.batch_execute("BEGIN").await.expect("begin");
+    let e = c
+        .batch_execute("ALTER TABLE pk2 DROP COLUMN z, DROP COLUMN x")
+        .await
+        .expect_err("one of two columns is in the key");
+    assert_eq!(db_error(&e), refused("x"));
+    let e = c.batch_execute("SELECT 1").await.expect_err("aborted");
+    assert_eq!(db_error(&e).0, "25P02");
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    // Nothing was dropped.
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name IN ('pk1', 'pk2')",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .get(0);
+    assert_eq!(n, 6);
+    // Other columns drop as before, in both protocols; a missing table is PostgreSQL's to report.
+    c.batch_execute("ALTER TABLE pk1 DROP COLUMN a")
+        .await
+        .expect("not a key column");
+    let n = c
+        .execute("ALTER TABLE pk2 DROP COLUMN z", &[])
+        .await
+        .expect("not a key column (extended)");
+    assert_eq!(n, 0);
+    c.batch_execute("ALTER TABLE IF EXISTS nope DROP COLUMN id")
+        .await
+        .expect("IF EXISTS on a missing table is a notice");
+    let e = c
+        .batch_execute("ALTER TABLE nope DROP COLUMN id")
+        .await
+        .expect_err("missing table");
+    assert_eq!(db_error(&e).0, "42P01");
+    // The session goes on: DML in its own transaction after the refusals.
+    c.batch_execute("INSERT INTO pk1 VALUES (gen_random_uuid(), 1)")
+        .await
+        .expect("insert");
+    assert_eq!(
+        dsql.counters().statements_refused() - counted_before,
+        4,
+        "each refused drop is counted"
+    );
+}
