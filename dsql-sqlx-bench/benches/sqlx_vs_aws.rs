@@ -93,8 +93,14 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    // No rate limit in the way: the connection benches open thousands of connections.
     let local = rt
-        .block_on(LocalDsql::builder().host_alias("localhost").start())
+        .block_on(
+            LocalDsql::builder()
+                .host_alias("localhost")
+                .rate_limit(1_000_000, 1_000_000)
+                .start(),
+        )
         .unwrap_or_else(|e| panic!("dsql-local could not start: {e}"));
 
     let url = format!(
