@@ -3,13 +3,15 @@
 //! With pgbouncer installed, also through pgbouncer (TLS to clients, the same unix socket to
 //! PostgreSQL): an independent C relay that does not look at SQL, for scale.
 //!
-//! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 6 --clients 4 --jobs 2 --rounds 3]`
+//! `cargo run --release -p dsql-local --example pgbench_gateway [-- --seconds 6 --clients 4 --jobs 2 --rounds 3 --workload select|update]`
+//! (`select`: pgbench -S, the default; `update`: one autocommit UPDATE per transaction, which
+//! the gateway wraps in its row-limit guards)
 //! runs every target once per round, in alternation (direct, direct TLS, gateway, pgbouncer,
 //! then again), and prints one JSON line of medians over the rounds: {"direct_tps",
 //! "direct_tls_tps", "gateway_tps", "pgbouncer_tps" (null without pgbouncer), "ratio" (gateway /
 //! direct plain TCP), "ratio_tls" (gateway / direct with PostgreSQL's own `ssl=on`: like with
 //! like), "ratio_pgbouncer" (gateway / pgbouncer), "ratios_tls" (per round), "clients", "jobs",
-//! "seconds", "rounds"}. The gateway runs with DSQL's SQL rules on (the default dialect).
+//! "seconds", "rounds", "workload"}. The gateway runs with DSQL's SQL rules on (the default dialect).
 //! Needs pgbench (`apt-get install postgresql-contrib`, part of `postgresql` on Debian);
 //! pgbouncer is optional (`apt-get install pgbouncer`; said on stderr when missing).
 
@@ -23,6 +25,8 @@ struct Opts {
     clients: u32,
     jobs: u32,
     rounds: u32,
+    /// `select` (pgbench -S) or `update` (one autocommit UPDATE per transaction).
+    update: bool,
 }
 
 fn parse_args() -> Result<Opts, String> {
@@ -31,10 +35,19 @@ fn parse_args() -> Result<Opts, String> {
         clients: 4,
         jobs: 2,
         rounds: 3,
+        update: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--workload" {
+            o.update = match value.as_str() {
+                "select" => false,
+                "update" => true,
+                other => return Err(format!("--workload {other}: give select or update")),
+            };
+            continue;
+        }
         let n: u32 = value
             .parse()
             .map_err(|_| format!("{flag} {value}: give a positive whole number"))?;
@@ -48,7 +61,7 @@ fn parse_args() -> Result<Opts, String> {
             "--rounds" => o.rounds = n,
             other => {
                 return Err(format!(
-                    "unknown option {other}; options: --seconds N --clients N --jobs N --rounds N"
+                    "unknown option {other}; options: --seconds N --clients N --jobs N --rounds N --workload select|update"
                 ));
             }
         }
@@ -137,9 +150,22 @@ async fn bench(o: &Opts) -> Result<String, String> {
         dsql.port(),
         dsql.ca_path().display()
     );
+    // Autocommit writes: the gateway's row-limit guards run around each one.
+    let script_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let script = script_dir.path().join("update.sql");
+    std::fs::write(
+        &script,
+        "\\set aid random(1, 100000)\nUPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let workload: Vec<String> = if o.update {
+        vec!["-f".into(), script.display().to_string()]
+    } else {
+        vec!["-S".into()]
+    };
     let load = |conninfo: &str| -> Vec<String> {
-        vec![
-            "-S".into(),
+        let mut args = workload.clone();
+        args.extend([
             "-n".into(),
             "-c".into(),
             o.clients.to_string(),
@@ -148,7 +174,8 @@ async fn bench(o: &Opts) -> Result<String, String> {
             "-T".into(),
             o.seconds.to_string(),
             conninfo.into(),
-        ]
+        ]);
+        args
     };
     let (direct_tls, tls_dir) = enable_upstream_tls(&dsql, &direct).await?;
     let bouncer = match pgbouncer(&dsql, tls_dir.path(), o.clients)? {
@@ -213,6 +240,7 @@ async fn bench(o: &Opts) -> Result<String, String> {
         "jobs": o.jobs,
         "seconds": o.seconds,
         "rounds": o.rounds,
+        "workload": if o.update { "update" } else { "select" },
     })
     .to_string())
 }

@@ -450,7 +450,11 @@ impl LocalDsqlBuilder {
             limits: self.limits,
         });
         if self.dialect == Dialect::Dsql
-            && let Err(e) = admin::simple_query(&shared.upstream, SYS_SCHEMA).await
+            && let Err(e) = admin::simple_query(
+                &shared.upstream,
+                &format!("{SYS_SCHEMA}{}", session_rules::guard_functions_sql()),
+            )
+            .await
         {
             let why = match e {
                 admin::AdminError::Server(m) => m,

@@ -241,19 +241,37 @@ const GUARD_DDL: &str = "dsql_local_ddl_guard";
 /// leaves them).
 const MODIFIED_SO_FAR: &str = "(SELECT COALESCE(pg_catalog.sum(pg_catalog.pg_stat_get_xact_tuples_inserted(c.oid) + pg_catalog.pg_stat_get_xact_tuples_updated(c.oid) + pg_catalog.pg_stat_get_xact_tuples_deleted(c.oid)), 0) FROM pg_catalog.pg_class c WHERE c.relkind IN ('r', 'p') AND c.relnamespace <> 'pg_catalog'::pg_catalog.regnamespace)";
 
-/// Notes the baseline of modified rows at the start of an implicit transaction.
-fn guard_start_sql() -> String {
+/// The functions the row guards call, created with the `sys` schema when dsql-local starts: in
+/// a function PostgreSQL plans its queries once per session, where a `DO` block plans them on
+/// every run (the guards run twice per autocommit write). The start guard notes the baseline
+/// of modified rows; the end guard raises DSQL's row-limit error when the transaction modified
+/// more than the limit. Without a baseline in this transaction (its start guard did not run: an
+/// earlier error ended the transaction it was in) nothing was written under the guard, so
+/// nothing is checked.
+pub(crate) fn guard_functions_sql() -> String {
     format!(
-        "DO $dsql_local_guard$BEGIN PERFORM pg_catalog.set_config('dsql_local.rows_base', {MODIFIED_SO_FAR}::text, true); END$dsql_local_guard$"
+        "CREATE OR REPLACE FUNCTION sys.dsql_local_row_guard_start() RETURNS void LANGUAGE plpgsql \
+         AS $dsql_local$BEGIN PERFORM pg_catalog.set_config('dsql_local.rows_base', {MODIFIED_SO_FAR}::text, true); END$dsql_local$;\n\
+         CREATE OR REPLACE FUNCTION sys.dsql_local_row_guard_end(max_rows bigint) RETURNS void LANGUAGE plpgsql \
+         AS $dsql_local$DECLARE base text := pg_catalog.current_setting('dsql_local.rows_base', true); BEGIN \
+         IF COALESCE(base, '') <> '' AND {MODIFIED_SO_FAR} - base::bigint > max_rows THEN \
+         RAISE EXCEPTION '{ROW_LIMIT}' USING ERRCODE = '{PROGRAM_LIMIT_EXCEEDED}'; END IF; END$dsql_local$;\n\
+         GRANT EXECUTE ON FUNCTION sys.dsql_local_row_guard_start() TO PUBLIC;\n\
+         GRANT EXECUTE ON FUNCTION sys.dsql_local_row_guard_end(bigint) TO PUBLIC;\n"
     )
 }
 
-/// Raises DSQL's row-limit error when the transaction modified more than `max_rows`.
-/// Without a baseline in this transaction (its start guard did not run: an earlier error ended
-/// the transaction it was in) nothing was written under the guard, so nothing is checked.
+/// The start guard: a `DO` statement, so that its answer (`DO`) cannot be a client's own
+/// (the rules refuse clients' DO statements).
+fn guard_start_sql() -> String {
+    "DO $dsql_local_guard$BEGIN PERFORM sys.dsql_local_row_guard_start(); END$dsql_local_guard$"
+        .to_owned()
+}
+
+/// The end guard (see [`guard_functions_sql`]).
 fn guard_end_sql(max_rows: u64) -> String {
     format!(
-        "DO $dsql_local_guard$DECLARE base text := pg_catalog.current_setting('dsql_local.rows_base', true); BEGIN IF COALESCE(base, '') <> '' THEN IF {MODIFIED_SO_FAR} - base::bigint > {max_rows} THEN RAISE EXCEPTION '{ROW_LIMIT}' USING ERRCODE = '{PROGRAM_LIMIT_EXCEEDED}'; END IF; END IF; END$dsql_local_guard$"
+        "DO $dsql_local_guard$BEGIN PERFORM sys.dsql_local_row_guard_end({max_rows}); END$dsql_local_guard$"
     )
 }
 
