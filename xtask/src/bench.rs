@@ -37,25 +37,32 @@ pub(crate) fn run(args: &[String]) -> Result {
         }
         step(&format!("bench {package}/{bench}"), &mut cmd)?;
     }
-    println!("\n==> pgbench: through the gateway vs. direct to PostgreSQL");
-    let pgbench = output(cargo().args([
-        "run",
-        "--release",
-        "--quiet",
-        "-p",
-        "dsql-local",
-        "--example",
-        "pgbench_gateway",
-    ]))?;
-    let pgbench_line = pgbench
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or("")
-        .to_owned();
-    println!("    {pgbench_line}");
+    let mut pgbench_lines = Vec::new();
+    for workload in ["select", "update"] {
+        println!("\n==> pgbench ({workload}): through the gateway vs. direct to PostgreSQL");
+        let out = output(cargo().args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "dsql-local",
+            "--example",
+            "pgbench_gateway",
+            "--",
+            "--workload",
+            workload,
+        ]))?;
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .unwrap_or("")
+            .to_owned();
+        println!("    {line}");
+        pgbench_lines.push(line);
+    }
 
-    let report = render(&criterion_dir, &pgbench_line, quick)?;
+    let report = render(&criterion_dir, &pgbench_lines, quick)?;
     std::fs::write(root().join("BENCHMARKS.md"), &report)
         .map_err(|e| format!("writing BENCHMARKS.md: {e}"))?;
     println!("\n{report}");
@@ -142,7 +149,7 @@ struct Measured {
     median_ns: f64,
 }
 
-fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<String> {
+fn render(criterion_dir: &Path, pgbench_lines: &[String], quick: bool) -> Result<String> {
     let measured = read_estimates(criterion_dir)?;
     let mut out = String::new();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -235,47 +242,58 @@ fn render(criterion_dir: &Path, pgbench_line: &str, quick: bool) -> Result<Strin
     }
     let _ = writeln!(
         out,
-        "\n## Gateway cost (pgbench select-only, same run, same client count)\n"
+        "\n## Gateway cost (pgbench, same run, same client count)\n"
     );
-    match serde_json::from_str::<serde_json::Value>(pgbench_line) {
-        Ok(v) => {
-            let tps = |k: &str| v[k].as_f64().unwrap_or(0.0);
-            let _ = writeln!(
-                out,
-                "`cargo run --release -p dsql-local --example pgbench_gateway`: {} clients, {} jobs, \
+    for line in pgbench_lines {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => {
+                let tps = |k: &str| v[k].as_f64().unwrap_or(0.0);
+                let _ = writeln!(
+                    out,
+                    "\n**Workload `{}`** (`cargo run --release -p dsql-local --example pgbench_gateway -- \
+                 --workload {}`; select: pgbench -S; update: one autocommit UPDATE per transaction, \
+                 which the gateway wraps in its row-limit guards): {} clients, {} jobs, \
                  {} s per run, {} rounds in alternation; medians: direct {:.0} tps (plain TCP), \
                  direct {:.0} tps (PostgreSQL's own `ssl=on`), through dsql-local's TLS gateway with \
                  DSQL's SQL rules on {:.0} tps. Ratio gateway/direct TLS **{:.3}** (like with like; \
-                 goal at least 0.8; per round {}), gateway/direct plain {:.3}.",
-                v["clients"],
-                v["jobs"],
-                v["seconds"],
-                v["rounds"],
-                tps("direct_tps"),
-                tps("direct_tls_tps"),
-                tps("gateway_tps"),
-                tps("ratio_tls"),
-                v["ratios_tls"],
-                tps("ratio")
-            );
-            let _ = match v["pgbouncer_tps"].as_f64() {
-                Some(p) => writeln!(
-                    out,
-                    "\nFor scale, pgbouncer (C, session pooling, TLS to clients, the same unix socket to \
+                 {}per round {}), gateway/direct plain {:.3}.",
+                    v["workload"].as_str().unwrap_or("select"),
+                    v["workload"].as_str().unwrap_or("select"),
+                    v["clients"],
+                    v["jobs"],
+                    v["seconds"],
+                    v["rounds"],
+                    tps("direct_tps"),
+                    tps("direct_tls_tps"),
+                    tps("gateway_tps"),
+                    tps("ratio_tls"),
+                    if v["workload"] == "update" {
+                        ""
+                    } else {
+                        "goal at least 0.8; "
+                    },
+                    v["ratios_tls"],
+                    tps("ratio")
+                );
+                let _ = match v["pgbouncer_tps"].as_f64() {
+                    Some(p) => writeln!(
+                        out,
+                        "\nFor scale, pgbouncer (C, session pooling, TLS to clients, the same unix socket to \
                      PostgreSQL, no look at the SQL) in the same rounds: {p:.0} tps, {:.3} of direct \
                      TLS; dsql-local's gateway / pgbouncer **{:.3}**. Every relay pays two more \
                      wake-ups and four more system calls per round trip than a direct connection.",
-                    p / tps("direct_tls_tps"),
-                    tps("ratio_pgbouncer")
-                ),
-                None => writeln!(
-                    out,
-                    "\npgbouncer was not installed (apt-get install pgbouncer): no relay reference this run."
-                ),
-            };
-        }
-        Err(_) => {
-            let _ = writeln!(out, "pgbench_gateway printed no result line.");
+                        p / tps("direct_tls_tps"),
+                        tps("ratio_pgbouncer")
+                    ),
+                    None => writeln!(
+                        out,
+                        "\npgbouncer was not installed (apt-get install pgbouncer): no relay reference this run."
+                    ),
+                };
+            }
+            Err(_) => {
+                let _ = writeln!(out, "pgbench_gateway printed no result line.");
+            }
         }
     }
     Ok(out)
