@@ -795,6 +795,45 @@ fn make_room(buf: &mut BytesMut, whole: Option<usize>) {
     }
 }
 
+/// The message streaming through without being held whole: its bytes still to come, and
+/// whether they are dropped instead of forwarded. Both directions of the relay use it.
+#[derive(Debug, Default)]
+struct Streamed {
+    left: usize,
+    dropping: bool,
+}
+
+impl Streamed {
+    fn start(total: usize, dropping: bool) -> Self {
+        Streamed {
+            left: total,
+            dropping,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.left == 0
+    }
+
+    /// Moves `pos` past the part of the message that `buf` holds (spliced out if dropped).
+    /// None: no message is streaming; Some(false): the rest has not arrived yet.
+    fn take(&mut self, splice: &mut Splice<'_>, buf: &[u8], pos: &mut usize) -> Option<bool> {
+        if self.left == 0 {
+            return None;
+        }
+        let n = self.left.min(buf.len() - *pos);
+        if n == 0 {
+            return Some(false);
+        }
+        if self.dropping {
+            splice.replace(buf, *pos, n, &[]);
+        }
+        *pos += n;
+        self.left -= n;
+        Some(true)
+    }
+}
+
 /// One burst of relayed bytes: the unchanged stretches of the read buffer, with the messages
 /// the rules replaced or dropped spliced out. Nothing is copied until something changes.
 struct Splice<'a> {
@@ -844,25 +883,17 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(READ_BUFFER);
     let mut out = Vec::with_capacity(READ_BUFFER);
-    // Bytes of the current uninspected message still to forward (or drop: a refused one).
-    let mut passthrough = 0usize;
-    let mut dropping = false;
+    // The uninspected message being streamed (or dropped: a refused one).
+    let mut streamed = Streamed::default();
     loop {
         let mut splice = Splice::new(&mut out);
         let mut pos = 0;
         let mut whole = None;
         loop {
-            if passthrough > 0 {
-                let n = passthrough.min(buf.len() - pos);
-                if n == 0 {
-                    break;
-                }
-                if dropping {
-                    splice.replace(&buf, pos, n, &[]);
-                }
-                pos += n;
-                passthrough -= n;
-                continue;
+            match streamed.take(&mut splice, &buf, &mut pos) {
+                Some(true) => continue,
+                Some(false) => break,
+                None => {}
             }
             let rest = &buf[pos..];
             if rest.len() < 5 {
@@ -874,14 +905,12 @@ async fn client_to_upstream<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             if checked && total > MAX_INSPECTED_MESSAGE {
                 let instead = rules.on_oversized(session, tag, total);
                 splice.replace(&buf, pos, 0, &instead);
-                dropping = true;
-                passthrough = total;
+                streamed = Streamed::start(total, true);
                 continue;
             }
             if !checked {
                 rules.on_uninspected(tag, total - 5);
-                dropping = false;
-                passthrough = total;
+                streamed = Streamed::start(total, false);
                 continue;
             }
             if rest.len() < total {
@@ -931,8 +960,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     tokio::pin!(age_limit);
     let with_rules = rules.is_some();
     // The message being streamed: bytes still to come, and whether they are dropped.
-    let mut passthrough = 0usize;
-    let mut dropping = false;
+    let mut streamed = Streamed::default();
     // The maximum age was reached in the middle of a message: finish it, then close.
     let mut closing = false;
     loop {
@@ -940,17 +968,10 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         let mut pos = 0;
         let mut whole = None;
         loop {
-            if passthrough > 0 {
-                let n = passthrough.min(buf.len() - pos);
-                if n == 0 {
-                    break;
-                }
-                if dropping {
-                    splice.replace(&buf, pos, n, &[]);
-                }
-                pos += n;
-                passthrough -= n;
-                continue;
+            match streamed.take(&mut splice, &buf, &mut pos) {
+                Some(true) => continue,
+                Some(false) => break,
+                None => {}
             }
             let rest = &buf[pos..];
             if closing || rest.len() < 5 {
@@ -969,19 +990,19 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     Some((r, session)) => r.on_message(session, &rest[..5]),
                     None => Backward::Same,
                 };
-                match decided {
-                    Backward::Same => dropping = false,
-                    Backward::Drop => dropping = true,
+                let drop = match decided {
+                    Backward::Same => false,
+                    Backward::Drop => true,
                     Backward::Replace(bytes) => {
                         splice.replace(&buf, pos, 0, &bytes);
-                        dropping = true;
+                        true
                     }
                     Backward::Before(bytes) => {
                         splice.replace(&buf, pos, 0, &bytes);
-                        dropping = false;
+                        false
                     }
-                }
-                passthrough = total;
+                };
+                streamed = Streamed::start(total, drop);
                 continue;
             }
             if rest.len() < total {
@@ -1039,7 +1060,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         if out.capacity() > KEEP_BUFFER {
             out = Vec::with_capacity(READ_BUFFER);
         }
-        if closing && passthrough == 0 {
+        if closing && streamed.done() {
             return close_at_max_age(client, shared).await;
         }
         make_room(&mut buf, whole);
@@ -1053,7 +1074,7 @@ async fn backend_to_client<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             tokio::select! {
                 r = up.read_buf(&mut buf) => r?,
                 _ = &mut age_limit => {
-                    if passthrough == 0 {
+                    if streamed.done() {
                         return close_at_max_age(client, shared).await;
                     }
                     closing = true;
