@@ -281,7 +281,6 @@ fn pgbouncer(
     clients: u32,
 ) -> Result<Option<PgBouncer>, String> {
     use std::os::unix::fs::MetadataExt;
-    use std::os::unix::process::CommandExt;
     let Some(binary) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
@@ -325,14 +324,27 @@ fn pgbouncer(
         std::os::unix::fs::chown(path, Some(owner.uid()), Some(owner.gid()))
             .map_err(|e| e.to_string())?;
     }
-    let child = Command::new(binary)
+    // setpriv (util-linux): SIGKILL to pgbouncer when this process dies, however it dies (set
+    // after the change of user, which would clear it); as root, also the drop to the owner.
+    let mut cmd = Command::new("setpriv");
+    cmd.arg("--pdeathsig=KILL");
+    if owner.uid()
+        != std::fs::metadata("/proc/self")
+            .map_err(|e| e.to_string())?
+            .uid()
+    {
+        cmd.arg(format!("--reuid={}", owner.uid()))
+            .arg(format!("--regid={}", owner.gid()))
+            .arg("--clear-groups");
+    }
+    let child = cmd
+        .arg("--")
+        .arg(binary)
         .arg(&ini)
-        .uid(owner.uid())
-        .gid(owner.gid())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        .map_err(|e| format!("cannot start {binary} through setpriv (util-linux): {e}"))?;
     let bouncer = PgBouncer {
         child,
         conninfo: format!("host=127.0.0.1 port={port} user=admin dbname=postgres sslmode=require"),
