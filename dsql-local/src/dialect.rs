@@ -88,8 +88,9 @@ pub(crate) struct Checked {
 /// aliases. Only decisions that cannot depend on what a fingerprint leaves out are remembered
 /// (see [`remember`]); everything else is parsed and decided every time.
 pub(crate) fn check(sql: &str) -> Result<Checked, Refusal> {
-    // ASYNC is not PostgreSQL: such text is rewritten, never remembered.
-    let fingerprint = if mentions_async(sql) {
+    // ASYNC is not PostgreSQL: such text is rewritten, never remembered. Text that cannot be
+    // remembered (BEGIN, COMMIT, SET, DDL) is not fingerprinted: it would be parsed twice.
+    let fingerprint = if mentions_async(sql) || !may_be_remembered(sql) {
         None
     } else {
         pg_query::fingerprint(sql, 0, 0).ok().map(|f| f.value)
@@ -136,6 +137,25 @@ fn remember(
         decided.clear();
     }
     decided.insert(fp, classes.into());
+}
+
+/// Whether the text's first word starts a statement whose decision may be remembered (see
+/// [`check_parsed`]); a cheap test on the first word only, so text starting with a comment says
+/// yes and the parse decides.
+fn may_be_remembered(sql: &str) -> bool {
+    let rest = sql.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '(');
+    if rest.starts_with("--") || rest.starts_with("/*") {
+        return true;
+    }
+    let word = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    [
+        "select", "insert", "update", "delete", "with", "values", "table",
+    ]
+    .iter()
+    .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 /// Whether the text may hold DSQL's `ASYNC` keyword (a cheap test before the lexer).
@@ -929,6 +949,32 @@ mod tests {
         assert!(remembered(
             "UPDATE t SET a = 9 WHERE id = 8; INSERT INTO t VALUES (7)"
         ));
+    }
+
+    #[test]
+    fn only_texts_that_may_be_remembered_are_fingerprinted() {
+        for yes in [
+            "SELECT 1",
+            "  (select 1)",
+            "with x as (select 1) select * from x",
+            "Insert into t values (1)",
+            "-- a comment\nBEGIN",
+            "/* c */ SET x = 1",
+        ] {
+            assert!(may_be_remembered(yes), "{yes}");
+        }
+        for no in [
+            "BEGIN",
+            "commit",
+            "SET search_path = public",
+            "CREATE TABLE t (a int)",
+            "",
+        ] {
+            assert!(!may_be_remembered(no), "{no}");
+        }
+        // Never fingerprinted, so never remembered; decided in full every time.
+        check("BEGIN").unwrap();
+        assert!(!remembered("BEGIN"));
     }
 
     #[test]
